@@ -1,0 +1,106 @@
+/* message.h: Celery task protocol v2 messages: the model, the encoder (exactly what Celery 5.2
+ * produces) and the validating decoder (what Celery and hostile peers send). Pure: no I/O. */
+#ifndef CEL_COMMON_MESSAGE_H
+#define CEL_COMMON_MESSAGE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "common/arena.h"
+#include "common/buf.h"
+#include "common/value.h"
+
+#define CEL_CT_MSGPACK "application/x-msgpack"
+#define CEL_CT_JSON "application/json"
+
+enum cel_format { CEL_FMT_MSGPACK = 0, CEL_FMT_JSON = 1 };
+
+/* AMQP basic properties we read or write. NULL strings are unset. */
+struct cel_props {
+    const char *content_type;
+    const char *content_encoding;
+    const char *correlation_id;
+    const char *reply_to;
+    const char *expiration; /* ms as decimal text; only set together with the expires header */
+    uint8_t delivery_mode;  /* 2 = persistent, 0 = unset */
+    uint8_t priority;
+    bool has_priority;
+};
+
+/* Decoding limits; every one enforced before the allocation it guards. */
+struct cel_limits {
+    size_t max_body;     /* bytes of the message body (default 16 MiB) */
+    size_t max_depth;    /* nesting of arrays/maps (default 64) */
+    size_t max_items;    /* elements in any one array or map (default 1,000,000) */
+    size_t max_str;      /* bytes of any one string (default 8 MiB) */
+};
+extern const struct cel_limits cel_default_limits;
+
+/* One task message. Strings are NUL-terminated and live in the arena passed to decode (or are
+ * borrowed from the caller when encoding); NULL means absent/None. Body parts are msgpack bytes
+ * whatever the wire format: JSON bodies are converted on decode and back on encode. */
+struct cel_task {
+    struct cel_props props;
+
+    /* the 16 Celery headers */
+    const char *lang;
+    const char *task;      /* required */
+    const char *id;        /* required */
+    const char *shadow;
+    int64_t eta;           /* us since epoch; 0 = none */
+    int64_t expires;       /* us since epoch; 0 = none */
+    const char *group;
+    int64_t group_index;   /* -1 = none */
+    int64_t retries;
+    double time_limit;     /* hard, seconds; 0 = none (timelimit[0]) */
+    double soft_time_limit; /* seconds; 0 = none (timelimit[1]) */
+    const char *root_id;
+    const char *parent_id;
+    const char *argsrepr;
+    const char *kwargsrepr;
+    const char *origin;
+    bool ignore_result;
+
+    /* celeriac's own headers (x-celeriac-*) */
+    const char *idempotency_key; /* x-celeriac-idempotency-key */
+    const char *signature;       /* x-celeriac-signature (hex HMAC-SHA256) */
+    /* any other header, kept in order so forwarding preserves it (includes other x-celeriac-*) */
+    struct cel_table extra;
+
+    /* body: [args, kwargs, embed], each part as msgpack bytes */
+    struct cel_span args;      /* msgpack array; never empty after decode */
+    struct cel_span kwargs;    /* msgpack map with str keys; never empty after decode */
+    struct cel_span callbacks; /* embed.callbacks: msgpack array of signatures, len 0 = nil */
+    struct cel_span errbacks;  /* embed.errbacks */
+    struct cel_span chain;     /* embed.chain (reverse order: next task last) */
+    struct cel_span chord;     /* embed.chord: one signature map */
+
+    enum cel_format format;    /* the body format it arrived in / will be sent in */
+};
+
+/* Fills the optional fields with Celery's defaults (group_index -1, lang "py", retries 0...). */
+void cel_task_init(struct cel_task *t);
+
+/* Decodes a delivery. Every string is copied into the arena, so the task outlives the
+ * delivery buffer. On error returns CEL_E* and writes a one-line reason to err
+ * (e.g. "header 'id' missing", "kwargs: map key 3 is not a string"). */
+int cel_task_decode(struct cel_task *t, struct cel_arena *a, const struct cel_props *props,
+                    const struct cel_table *headers, const void *body, size_t len,
+                    const struct cel_limits *lim, char *err, size_t errlen);
+
+/* Encodes t as Celery 5.2 does: the 16 headers in the spec's order (then idempotency key,
+ * signature, and t->extra), properties (content type/encoding by t->format, delivery_mode 2,
+ * priority, correlation_id = id, reply_to, expiration when expires is set) and the body.
+ * Missing argsrepr/kwargsrepr/origin/root_id are derived (Python repr of args, gen<pid>@host,
+ * the id). headers/props point into the arena; body is appended to out. */
+int cel_task_encode(const struct cel_task *t, struct cel_arena *a, struct cel_props *props,
+                    struct cel_table *headers, struct cel_buf *body);
+
+/* Python repr() of a msgpack value, truncated to maxlen like saferepr (argsrepr/kwargsrepr). */
+int cel_msgpack_repr(struct cel_span mp, size_t maxlen, struct cel_buf *out);
+
+/* Checks that mp holds exactly one well-formed msgpack value within the limits: text valid
+ * UTF-8, map keys strings, no ext types. The same checks the decoder applies to a body. */
+int cel_msgpack_validate(struct cel_span mp, const struct cel_limits *lim, char *err, size_t errlen);
+
+#endif
