@@ -25,6 +25,7 @@
 #include <unistd.h>
 
 #include "common/redis_url.h"
+#include "common/result.h"
 #include "common/store.h"
 
 /* ---- helpers ---- */
@@ -75,80 +76,58 @@ static void pack_str(msgpack_packer *pk, const char *s)
     msgpack_pack_str_with_body(pk, s, strlen(s));
 }
 
-/* Spec 7.3 layout: status, result, traceback, children, date_done, task_id. */
-static void meta_head(msgpack_packer *pk, const char *status)
-{
-    msgpack_pack_map(pk, 6);
-    pack_str(pk, "status");
-    pack_str(pk, status);
-    pack_str(pk, "result");
-}
+#define DATE_DONE INT64_C(1795304569613563) /* 2026-11-21T23:42:49.613563 */
 
-static void meta_tail(msgpack_packer *pk, const char *task_id, bool ready)
+/* A meta encoded by the codec (common/result.h), as the worker writes it. */
+static void meta_encode(struct cel_buf *b, const char *task_id, const char *status,
+                        struct cel_span result, const struct cel_exc *exc, enum cel_format fmt)
 {
-    pack_str(pk, "traceback");
-    msgpack_pack_nil(pk);
-    pack_str(pk, "children");
-    msgpack_pack_array(pk, 0);
-    pack_str(pk, "date_done");
-    if (ready)
-        pack_str(pk, "2026-11-21T23:52:49.613563");
-    else
-        msgpack_pack_nil(pk);
-    pack_str(pk, "task_id");
-    pack_str(pk, task_id);
+    struct cel_result r = {.status = status, .result = result, .exc = exc, .task_id = task_id};
+    r.date_done = cel_state_ready(status) ? DATE_DONE : 0;
+    cel_buf_clear(b);
+    if (cel_result_encode(&r, fmt, b) != 0)
+        fail_msg("cel_result_encode failed");
 }
 
 /* SUCCESS with result {'id': value} */
-static void meta_success(struct cel_buf *b, const char *task_id, int value)
+static void meta_success_fmt(struct cel_buf *b, const char *task_id, int value, enum cel_format fmt)
 {
+    struct cel_buf res = CEL_BUF_INIT;
     msgpack_packer pk;
-    cel_buf_clear(b);
-    msgpack_packer_init(&pk, b, cel_buf_msgpack_write);
-    meta_head(&pk, "SUCCESS");
+    msgpack_packer_init(&pk, &res, cel_buf_msgpack_write);
     msgpack_pack_map(&pk, 1);
     pack_str(&pk, "id");
     msgpack_pack_int(&pk, value);
-    meta_tail(&pk, task_id, true);
+    meta_encode(b, task_id, "SUCCESS", cel_buf_span(&res), NULL, fmt);
+    cel_buf_free(&res);
 }
 
+static void meta_success(struct cel_buf *b, const char *task_id, int value)
+{
+    meta_success_fmt(b, task_id, value, CEL_FMT_MSGPACK);
+}
+
+/* FAILURE with {exc_type: type, exc_message: [message], exc_module: 'builtins'} */
 static void meta_failure(struct cel_buf *b, const char *task_id, const char *type,
                          const char *message)
 {
-    msgpack_packer pk;
-    cel_buf_clear(b);
-    msgpack_packer_init(&pk, b, cel_buf_msgpack_write);
-    meta_head(&pk, "FAILURE");
-    msgpack_pack_map(&pk, 3);
-    pack_str(&pk, "exc_type");
-    pack_str(&pk, type);
-    pack_str(&pk, "exc_message");
-    msgpack_pack_array(&pk, 1);
-    pack_str(&pk, message);
-    pack_str(&pk, "exc_module");
-    pack_str(&pk, "builtins");
-    meta_tail(&pk, task_id, true);
+    struct cel_exc exc = {.type = type, .module = "builtins", .message = message};
+    meta_encode(b, task_id, "FAILURE", (struct cel_span){NULL, 0}, &exc, CEL_FMT_MSGPACK);
 }
 
 /* A non-ready state (STARTED, RETRY) with a nil result. */
 static void meta_state(struct cel_buf *b, const char *task_id, const char *status)
 {
-    msgpack_packer pk;
-    cel_buf_clear(b);
-    msgpack_packer_init(&pk, b, cel_buf_msgpack_write);
-    meta_head(&pk, status);
-    msgpack_pack_nil(&pk);
-    meta_tail(&pk, task_id, false);
+    meta_encode(b, task_id, status, (struct cel_span){NULL, 0}, NULL, CEL_FMT_MSGPACK);
 }
 
+/* JSON: SUCCESS with {"id": 1}, or another state with a nil result. */
 static void meta_json(struct cel_buf *b, const char *task_id, const char *status)
 {
-    cel_buf_clear(b);
-    cel_buf_printf(b,
-                   "{\"status\": \"%s\", \"result\": {\"id\": 1}, \"traceback\": null, "
-                   "\"children\": [], \"date_done\": \"2026-11-21T23:52:49.613563\", "
-                   "\"task_id\": \"%s\"}",
-                   status, task_id);
+    if (strcmp(status, "SUCCESS") == 0)
+        meta_success_fmt(b, task_id, 1, CEL_FMT_JSON);
+    else
+        meta_encode(b, task_id, status, (struct cel_span){NULL, 0}, NULL, CEL_FMT_JSON);
 }
 
 static void put1(struct cel_store *s, const char *id, const struct cel_buf *meta)
