@@ -260,6 +260,31 @@ static void success_is_sticky(void **state)
     meta_failure(&bad, id, "ValueError", "late");
     put1(s, id, &bad);
     assert_stored(s, id, &ok);
+    /* map16 (more than 15 fields, e.g. result_extended plus extras) */
+    uid(id);
+    cel_buf_clear(&ok);
+    msgpack_packer_init(&pk, &ok, cel_buf_msgpack_write);
+    msgpack_pack_map(&pk, 16);
+    pack_str(&pk, "status");
+    pack_str(&pk, "SUCCESS");
+    for (int i = 0; i < 15; i++) {
+        char k[8];
+        snprintf(k, sizeof k, "k%d", i);
+        pack_str(&pk, k);
+        msgpack_pack_int(&pk, i);
+    }
+    assert_int_equal((unsigned char)ok.data[0], 0xde);
+    put1(s, id, &ok);
+    put1(s, id, &bad);
+    assert_stored(s, id, &ok);
+    /* JSON with status later in the object */
+    uid(id);
+    cel_buf_clear(&ok);
+    cel_buf_printf(&ok, "{\"task_id\": \"%s\", \"status\": \"SUCCESS\", \"result\": 1}", id);
+    put1(s, id, &ok);
+    meta_json(&bad, id, "FAILURE");
+    put1(s, id, &bad);
+    assert_stored(s, id, &ok);
     /* ... and one that only mentions SUCCESS elsewhere is not */
     meta_failure(&ok, uid(id), "ValueError", "SUCCESS was expected");
     meta_failure(&bad, id, "KeyError", "second");
@@ -390,6 +415,15 @@ static void wait_result_times_out(void **state)
     meta_success(&meta, id, 1);
     put1(s, id, &meta);
     assert_int_equal(cel_store_wait_result(s, id, 200, &got), 0);
+    /* JSON metas: the status is read from either format */
+    cel_buf_clear(&got);
+    meta_json(&meta, uid(id), "RETRY");
+    put1(s, id, &meta);
+    assert_int_equal(cel_store_wait_result(s, id, 100, &got), CEL_ETIMEDOUT);
+    meta_json(&meta, id, "FAILURE");
+    put1(s, id, &meta);
+    assert_int_equal(cel_store_wait_result(s, id, 100, &got), 0);
+    assert_int_equal(got.len, meta.len);
     cel_buf_free(&got);
     cel_buf_free(&meta);
     cel_store_free(s);
