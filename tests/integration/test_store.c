@@ -853,6 +853,8 @@ struct server {
     char dir[64];
     int port;
     pid_t pid;
+    const char *password; /* --requirepass, or NULL */
+    bool unix_socket;     /* also listen on <dir>/redis.sock */
 };
 
 static void server_start(struct server *sv)
@@ -864,13 +866,27 @@ static void server_start(struct server *sv)
     if (sv->pid == 0) {
         int fd = open("/dev/null", O_WRONLY);
         dup2(fd, 1), dup2(fd, 2);
-        execlp("redis-server", "redis-server", "--port", port, "--bind", "127.0.0.1", "--save", "",
-               "--appendonly", "no", "--dir", sv->dir, (char *)NULL);
+        char sock[128];
+        const char *argv[20] = {"redis-server", "--port", port,   "--bind",
+                                "127.0.0.1",    "--save", "",     "--appendonly",
+                                "no",           "--dir",  sv->dir};
+        int n = 11;
+        snprintf(sock, sizeof sock, "%s/redis.sock", sv->dir);
+        if (sv->password)
+            argv[n++] = "--requirepass", argv[n++] = sv->password;
+        if (sv->unix_socket)
+            argv[n++] = "--unixsocket", argv[n++] = sock;
+        execvp("redis-server", (char *const *)argv);
         _exit(127);
     }
     for (int i = 0; i < 500; i++) {
         redisContext *c = redisConnect("127.0.0.1", sv->port);
         bool up = c && !c->err;
+        if (up && sv->unix_socket) {
+            char sock[128];
+            snprintf(sock, sizeof sock, "%s/redis.sock", sv->dir);
+            up = access(sock, F_OK) == 0;
+        }
         redisFree(c);
         if (up)
             return;
@@ -967,6 +983,58 @@ static void subscriber_survives_restart(void **state)
     assert_int_equal(system(rm), 0);
 }
 
+static void server_rmdir(struct server *sv)
+{
+    char rm[128];
+    snprintf(rm, sizeof rm, "rm -rf %s", sv->dir);
+    assert_int_equal(system(rm), 0);
+}
+
+/* A unix socket, a password from CELERIAC_REDIS_PASSWORD, a Redis 6 ACL user, SELECT. */
+static void unix_socket_and_auth(void **state)
+{
+    struct server sv = {.port = free_port(), .password = "s3cret pw", .unix_socket = true};
+    snprintf(sv.dir, sizeof sv.dir, "/tmp/cel-store-%d-XXXXXX", (int)getpid());
+    assert_non_null(mkdtemp(sv.dir));
+    server_start(&sv);
+    char url[256], id[96], err[256];
+    struct cel_buf meta = CEL_BUF_INIT, out = CEL_BUF_INIT;
+    struct cel_store *s = NULL;
+    snprintf(url, sizeof url, "unix://%s/redis.sock?db=5", sv.dir);
+    struct cel_store_opts o = {.url = url};
+    assert_int_equal(cel_store_open(&s, &o, err, sizeof err), CEL_EAUTH); /* NOAUTH */
+    assert_non_null(strstr(err, "CELERIAC_REDIS_PASSWORD"));
+    setenv("CELERIAC_REDIS_PASSWORD", "wrong", 1);
+    assert_int_equal(cel_store_open(&s, &o, err, sizeof err), CEL_EAUTH);
+    assert_null(strstr(err, "wrong"));
+    setenv("CELERIAC_REDIS_PASSWORD", "s3cret pw", 1);
+    s = open_url(url);
+    unsetenv("CELERIAC_REDIS_PASSWORD");
+    meta_success(&meta, uid(id), 4);
+    put1(s, id, &meta);
+    assert_int_equal(cmd(s, &out, "CLIENT INFO"), 0);
+    assert_non_null(strstr(out.data, " db=5 "));
+    assert_int_equal(
+        cmd(s, &out, "ACL SETUSER alice on >alice%pw ~celery-task-meta-* resetchannels &* +@all"),
+        0);
+    cel_store_free(s);
+
+    snprintf(url, sizeof url, "redis://alice:alice%%25pw@127.0.0.1:%d/5", sv.port);
+    s = open_url(url);
+    assert_stored(s, id, &meta);
+    assert_int_equal(cmd(s, &out, "ACL WHOAMI"), 0);
+    assert_string_equal(out.data, "alice");
+    cel_store_free(s);
+    snprintf(url, sizeof url, "redis://alice:nope@127.0.0.1:%d/5", sv.port);
+    o.url = url;
+    assert_int_equal(cel_store_open(&s, &o, err, sizeof err), CEL_EAUTH);
+    assert_null(strstr(err, "nope"));
+    server_kill(&sv);
+    server_rmdir(&sv);
+    cel_buf_free(&meta);
+    cel_buf_free(&out);
+}
+
 /* ---- the writer for test_store_celery.py ---- */
 
 static void celery_writer(void **state)
@@ -1013,6 +1081,7 @@ int main(void)
         cmocka_unit_test(open_errors),
         cmocka_unit_test(write_survives_restart),
         cmocka_unit_test(subscriber_survives_restart),
+        cmocka_unit_test(unix_socket_and_auth),
         cmocka_unit_test(celery_writer),
     };
     if (getenv("CEL_STORE_CELERY_IDS"))
