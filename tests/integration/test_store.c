@@ -268,7 +268,7 @@ static void success_is_sticky(void **state)
     pack_str(&pk, "status");
     pack_str(&pk, "SUCCESS");
     for (int i = 0; i < 15; i++) {
-        char k[8];
+        char k[16];
         snprintf(k, sizeof k, "k%d", i);
         pack_str(&pk, k);
         msgpack_pack_int(&pk, i);
