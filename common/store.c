@@ -49,6 +49,17 @@ static void sha1_hex(const char *text, char out[41])
         snprintf(out + 2 * i, 3, "%02x", md[i]);
 }
 
+/* CEL_EAUTH with a hint when the server wants a password it was not given, else 0. */
+static int noauth(struct cel_store *s, const redisReply *r)
+{
+    if (strncmp(r->str, "NOAUTH", 6) != 0)
+        return 0;
+    return cel__store_fail(s, CEL_EAUTH,
+                           "redis %s: the server requires a password: give it in the URL "
+                           "(redis://:password@host) or in CELERIAC_REDIS_PASSWORD",
+                           s->where);
+}
+
 /* AUTH and SELECT, pipelined, on a fresh context. */
 static int handshake(struct cel_store *s, redisContext *c)
 {
@@ -72,9 +83,10 @@ static int handshake(struct cel_store *s, redisContext *c)
             return cel__store_fail(s, CEL_ECONN, "redis %s: %s", s->where,
                                    cel__ctx_reason(c, why, sizeof why, s->command_timeout_ms));
         }
-        if (r->type == REDIS_REPLY_ERROR && rc == 0)
-            rc = cel__store_fail(s, i == 0 && nauth ? CEL_EAUTH : CEL_EREDIS, "redis %s: %s: %s",
-                                 s->where, i == 0 && nauth ? "AUTH" : "SELECT", r->str);
+        bool is_auth = i == 0 && nauth;
+        if (r->type == REDIS_REPLY_ERROR && rc == 0 && (rc = noauth(s, r)) == 0)
+            rc = cel__store_fail(s, is_auth ? CEL_EAUTH : CEL_EREDIS, "redis %s: %s: %s", s->where,
+                                 is_auth ? "AUTH" : "SELECT", r->str);
         freeReplyObject(r);
     }
     return rc;
@@ -163,6 +175,8 @@ static int reply_error(struct cel_store *s, const struct cel__pipe *p, const red
         *noscript = true;
         return 0;
     }
+    if (noauth(s, r))
+        return CEL_EAUTH;
     if (p->script == CEL__SCRIPT_NONE)
         return cel__store_fail(s, CEL_EREDIS, "redis %s: %s", s->where, r->str);
     return cel__store_fail(s, CEL_ESCRIPT, "redis %s: script %s: %s", s->where,

@@ -90,6 +90,5 @@ int cel__store_connect(struct cel_store *s, redisContext **out);
 
 /* The status of a stored meta, msgpack or JSON, into out ("" when none). Pure. */
 int cel__meta_status(const char *p, size_t n, char *out, size_t outlen);
-int cel__status_ready(const char *status);
 
 #endif
