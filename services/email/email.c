@@ -207,6 +207,17 @@ static int mkdir_p(const char *path)
     return mkdir(buf, 0755) != 0 && errno != EEXIST ? -1 : 0;
 }
 
+/* Switching to WAL needs an exclusive lock and does not wait in the busy handler, so a process
+ * racing another one's switch on a new file retries for up to 5 s. */
+static int set_wal(sqlite3 *db)
+{
+    int rc = SQLITE_BUSY;
+    for (int i = 0; i < 500 && rc == SQLITE_BUSY; i++)
+        if ((rc = sqlite3_exec(db, "PRAGMA journal_mode=WAL", NULL, NULL, NULL)) == SQLITE_BUSY)
+            sqlite3_sleep(10);
+    return rc;
+}
+
 /* Opens $CELERIAC_DATA_DIR/file (default .run/data), shared by many processes: WAL mode and a
  * busy timeout, so concurrent writers wait instead of failing. */
 static int db_open(const char *file, sqlite3 **out)
@@ -219,8 +230,7 @@ static int db_open(const char *file, sqlite3 **out)
         return -1;
     int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX;
     if (sqlite3_open_v2(path, out, flags, NULL) != SQLITE_OK ||
-        sqlite3_busy_timeout(*out, 5000) != SQLITE_OK ||
-        sqlite3_exec(*out, "PRAGMA journal_mode=WAL", NULL, NULL, NULL) != SQLITE_OK) {
+        sqlite3_busy_timeout(*out, 5000) != SQLITE_OK || set_wal(*out) != SQLITE_OK) {
         sqlite3_close(*out);
         *out = NULL;
         return -1;

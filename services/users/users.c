@@ -16,7 +16,7 @@
 
 struct users {
     sqlite3 *db;
-    sqlite3_stmt *insert, *get, *count, *list;
+    sqlite3_stmt *insert, *taken, *get, *count, *list;
 };
 
 /* ---- arguments, checked the way Python checks a call ---- */
@@ -166,17 +166,27 @@ static int db_error(const struct cel_host *host, struct cel_job *job, sqlite3 *d
 
 /* ---- tasks ---- */
 
-static int create_failed(const struct cel_host *host, struct cel_job *job, struct users *u, int rc,
-                         const msgpack_object *name, const msgpack_object *email)
+static int username_taken(struct users *u, const msgpack_object_str *name)
 {
-    const char *msg = sqlite3_errmsg(u->db);
-    if (sqlite3_extended_errcode(u->db) == SQLITE_CONSTRAINT_UNIQUE && strstr(msg, "username"))
-        return host->fail(job, "ValueError", "username '%.*s' already exists",
-                          (int)name->via.str.size, name->via.str.ptr);
-    if (sqlite3_extended_errcode(u->db) == SQLITE_CONSTRAINT_UNIQUE && strstr(msg, "email"))
-        return host->fail(job, "ValueError", "email '%.*s' already registered",
-                          (int)email->via.str.size, email->via.str.ptr);
-    return db_error(host, job, u->db, rc);
+    sqlite3_bind_text(u->taken, 1, name->ptr, (int)name->size, SQLITE_STATIC);
+    int taken = sqlite3_step(u->taken) == SQLITE_ROW;
+    sqlite3_reset(u->taken);
+    sqlite3_clear_bindings(u->taken);
+    return taken;
+}
+
+/* The insert failed: a taken username (reported first when both are taken), a taken email, or
+ * a database error. */
+static int create_failed(const struct cel_host *host, struct cel_job *job, struct users *u, int rc,
+                         const msgpack_object_str *name, const msgpack_object_str *email)
+{
+    if (sqlite3_extended_errcode(u->db) != SQLITE_CONSTRAINT_UNIQUE)
+        return db_error(host, job, u->db, rc);
+    if (username_taken(u, name))
+        return host->fail(job, "ValueError", "username '%.*s' already exists", (int)name->size,
+                          name->ptr);
+    return host->fail(job, "ValueError", "email '%.*s' already registered", (int)email->size,
+                      email->ptr);
 }
 
 /* users.create(username, email) -> {id, username, email} */
@@ -206,7 +216,7 @@ static int create(const struct cel_host *host, struct cel_job *job, void *state)
     if (rc == SQLITE_ROW)
         pack_user(host->result(job), u->insert);
     else
-        rc = create_failed(host, job, u, rc, a[0], a[1]);
+        rc = create_failed(host, job, u, rc, name, email);
     sqlite3_reset(u->insert);
     sqlite3_clear_bindings(u->insert);
     return rc == SQLITE_ROW ? 0 : rc;
@@ -279,6 +289,17 @@ static int mkdir_p(const char *path)
     return mkdir(buf, 0755) != 0 && errno != EEXIST ? -1 : 0;
 }
 
+/* Switching to WAL needs an exclusive lock and does not wait in the busy handler, so a process
+ * racing another one's switch on a new file retries for up to 5 s. */
+static int set_wal(sqlite3 *db)
+{
+    int rc = SQLITE_BUSY;
+    for (int i = 0; i < 500 && rc == SQLITE_BUSY; i++)
+        if ((rc = sqlite3_exec(db, "PRAGMA journal_mode=WAL", NULL, NULL, NULL)) == SQLITE_BUSY)
+            sqlite3_sleep(10);
+    return rc;
+}
+
 /* Opens $CELERIAC_DATA_DIR/file (default .run/data), shared by many processes: WAL mode and a
  * busy timeout, so concurrent writers wait instead of failing. */
 static int db_open(const char *file, sqlite3 **out)
@@ -291,8 +312,7 @@ static int db_open(const char *file, sqlite3 **out)
         return -1;
     int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX;
     if (sqlite3_open_v2(path, out, flags, NULL) != SQLITE_OK ||
-        sqlite3_busy_timeout(*out, 5000) != SQLITE_OK ||
-        sqlite3_exec(*out, "PRAGMA journal_mode=WAL", NULL, NULL, NULL) != SQLITE_OK) {
+        sqlite3_busy_timeout(*out, 5000) != SQLITE_OK || set_wal(*out) != SQLITE_OK) {
         sqlite3_close(*out);
         *out = NULL;
         return -1;
@@ -311,6 +331,7 @@ static void users_fini(void *state)
     if (!u)
         return;
     sqlite3_finalize(u->insert);
+    sqlite3_finalize(u->taken);
     sqlite3_finalize(u->get);
     sqlite3_finalize(u->count);
     sqlite3_finalize(u->list);
@@ -335,6 +356,7 @@ static int users_init(const struct cel_host *host, void **state)
         prepare(u->db,
                 "INSERT INTO users(username, email) VALUES(?1, ?2) RETURNING id, username, email",
                 &u->insert) != SQLITE_OK ||
+        prepare(u->db, "SELECT 1 FROM users WHERE username = ?1", &u->taken) ||
         prepare(u->db, "SELECT id, username, email FROM users WHERE id = ?1", &u->get) ||
         prepare(u->db, "SELECT count(*) FROM users", &u->count) ||
         prepare(u->db, "SELECT id, username, email FROM users ORDER BY id", &u->list)) {

@@ -156,6 +156,8 @@ static void users_create_refuses_a_duplicate_email(void **state)
                "email 'a@x.io' already registered");
     expect_exc(f, "users.create", "[\"bob\", \"A@X.IO\"]", NULL, "ValueError",
                "email 'A@X.IO' already registered");
+    expect_exc(f, "users.create", "[\"alice\", \"a@x.io\"]", NULL, "ValueError",
+               "username 'alice' already exists");
     /* A failed insert does not use up an id. */
     expect_ok(f, "users.create", "[\"bob\", \"b@x.io\"]", NULL,
               "{\"id\":2,\"username\":\"bob\",\"email\":\"b@x.io\"}");
@@ -472,6 +474,8 @@ static void bench_fail_sleep_and_alloc(void **state)
                "bench.sleep() argument 'seconds' must be a number");
     expect_exc(f, "bench.sleep", "[-1]", NULL, "ValueError",
                "bench.sleep() argument 'seconds' must be non-negative");
+    expect_exc(f, "bench.sleep", "[1e300]", NULL, "OverflowError",
+               "bench.sleep() argument 'seconds' is too large");
     expect_ok(f, "bench.alloc", "[1048576]", NULL, "1048576");
     expect_ok(f, "bench.alloc", "[0]", NULL, "0");
 }
@@ -501,6 +505,58 @@ static void bench_crash_and_abort_kill_the_process(void **state)
     struct fixture *f = *state;
     assert_int_equal(killing_signal(f, "bench.crash"), SIGSEGV);
     assert_int_equal(killing_signal(f, "bench.abort"), SIGABRT);
+}
+
+/* open_service() for a forked child: no cmocka failure (it would unwind into the test runner). */
+static void child_open(struct fake_service *s, const char *name)
+{
+    char path[PATH_MAX];
+    service_path(path, sizeof path, "services", name);
+    if (fake_service_open(s, path) != 0) {
+        fprintf(stderr, "%s\n", s->errstr);
+        _exit(2);
+    }
+}
+
+/* Several processes open the same fresh files at once and write concurrently: WAL and the busy
+ * timeout must make every write count, and the unique constraints hold across processes. */
+static void concurrent_processes_share_the_databases(void **state)
+{
+    enum { CHILDREN = 4, COUNTS = 25 };
+    struct fixture *f = *state;
+    pid_t pids[CHILDREN];
+    fflush(NULL);
+    for (int c = 0; c < CHILDREN; c++) {
+        assert_true((pids[c] = fork()) >= 0);
+        if (pids[c] > 0)
+            continue;
+        struct fake_service bench, users;
+        struct cel_job j;
+        int bad = 0;
+        child_open(&bench, "bench");
+        child_open(&users, "users");
+        for (int i = 0; i < COUNTS; i++) {
+            bad |= fake_call(&bench, &j, "bench.count", "[\"shared\"]", NULL) != 0;
+            fake_job_free(&j);
+        }
+        fake_call(&users, &j, "users.create", "[\"same\", \"same@x.io\"]", NULL);
+        bad |= j.failed && strcmp(j.exc_message, "username 'same' already exists") != 0;
+        fake_job_free(&j);
+        fake_service_close(&bench);
+        fake_service_close(&users);
+        _exit(bad);
+    }
+    for (int c = 0; c < CHILDREN; c++) {
+        int status;
+        assert_int_equal(waitpid(pids[c], &status, 0), pids[c]);
+        assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    }
+    open_service(&f->svc, "bench");
+    expect_ok(f, "bench.count", "[\"shared\"]", NULL, "101");
+    fake_service_close(&f->svc);
+    open_service(&f->svc, "users");
+    expect_ok(f, "users.list", NULL, NULL,
+              "[{\"id\":1,\"username\":\"same\",\"email\":\"same@x.io\"}]");
 }
 
 static void services_land_in_the_data_dir_from_the_environment(void **state)
@@ -605,6 +661,7 @@ int main(void)
         T(bench_spin_stops_at_the_soft_deadline, setup_bench),
         T(bench_fail_sleep_and_alloc, setup_bench),
         T(bench_crash_and_abort_kill_the_process, setup_bench),
+        T(concurrent_processes_share_the_databases, setup_none),
         T(services_land_in_the_data_dir_from_the_environment, setup_none),
         T(testsvc_echoes_and_reports_its_version, setup_none),
         cmocka_unit_test(test_services_have_their_defects),
