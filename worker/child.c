@@ -121,10 +121,9 @@ static int run_one(struct child *c, struct cel__registry *reg, struct cel_span p
     cel_arena_reset(&c->arena);
     struct cel_job *job = &c->job;
     struct cel_arena *a = &c->arena;
-    job->info = (struct cel_job_info){str(a, j.id),     str(a, j.task),    str(a, j.root_id),
-                                      str(a, j.parent_id), str(a, j.group), str(a, j.queue),
-                                      c->hostname,     j.retries,         j.max_retries,
-                                      j.redelivered};
+    job->info = (struct cel_job_info){
+        str(a, j.id),    str(a, j.task), str(a, j.root_id), str(a, j.parent_id), str(a, j.group),
+        str(a, j.queue), c->hostname,    j.retries,         j.max_retries,       j.redelivered};
     job->args = j.args_obj;
     job->kwargs = j.kwargs_obj;
     job->entry = cel__registry_find(reg, job->info.task);

@@ -8,9 +8,9 @@
 #include "worker/loader.h"
 
 struct cel__child_opts {
-    int index;               /* for log lines */
+    int index; /* for log lines */
     const char *hostname;
-    long max_memory_kb;      /* RLIMIT_AS; 0 = none */
+    long max_memory_kb; /* RLIMIT_AS; 0 = none */
     pid_t parent;
 };
 

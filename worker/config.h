@@ -14,26 +14,26 @@ enum cel__pool { CEL__POOL_PREFORK = 0, CEL__POOL_SOLO = 1 };
 enum cel__result_fmt { CEL__RESFMT_AUTO = 0, CEL__RESFMT_MSGPACK = 1, CEL__RESFMT_JSON = 2 };
 
 struct cel__wcfg {
-    char *queues;   /* comma-separated list as given */
+    char *queues; /* comma-separated list as given */
     int concurrency;
-    int pool;       /* enum cel__pool */
+    int pool; /* enum cel__pool */
     char *services;
     char *broker;
     char *backend;
     int prefetch_multiplier;
     char *hostname;
-    int loglevel;   /* enum cel_log_level */
-    int log_format; /* enum cel_log_format */
-    int max_tasks_per_child;  /* 0 = unlimited */
+    int loglevel;              /* enum cel_log_level */
+    int log_format;            /* enum cel_log_format */
+    int max_tasks_per_child;   /* 0 = unlimited */
     long max_memory_per_child; /* KB; 0 = unlimited */
     int max_crashes;
-    double time_limit;        /* 0 = none */
-    double soft_time_limit;   /* 0 = none */
+    double time_limit;      /* 0 = none */
+    double soft_time_limit; /* 0 = none */
     double shutdown_timeout;
     int result_expires;
-    int result_format;        /* enum cel__result_fmt */
+    int result_format; /* enum cel__result_fmt */
     bool strict;
-    long max_message_size;    /* bytes; 0 = the codec's default */
+    long max_message_size; /* bytes; 0 = the codec's default */
 
     /* derived by cel__config_parse */
     char **queue_list;

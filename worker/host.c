@@ -67,8 +67,7 @@ static void set_exc(struct cel_job *job, int outcome, const char *exc_type, cons
         exc_type = "RuntimeError";
     const char *dot = strrchr(exc_type, '.');
     if (dot && dot[1]) {
-        snprintf(job->exc_module, sizeof job->exc_module, "%.*s", (int)(dot - exc_type),
-                 exc_type);
+        snprintf(job->exc_module, sizeof job->exc_module, "%.*s", (int)(dot - exc_type), exc_type);
         snprintf(job->exc_type, sizeof job->exc_type, "%s", dot + 1);
     } else {
         snprintf(job->exc_module, sizeof job->exc_module, "builtins");
@@ -120,8 +119,8 @@ static int h_enqueue(struct cel_job *job, const struct cel_enqueue *req)
 {
     if (!req || !req->task || !*req->task)
         return CEL_EINVAL;
-    struct cel__enq e = {req->task, req->queue, req->idempotency_key, req->args, req->kwargs,
-                         req->countdown};
+    struct cel__enq e = {req->task, req->queue,  req->idempotency_key,
+                         req->args, req->kwargs, req->countdown};
     struct cel_buf tmp = CEL_BUF_INIT;
     size_t a0 = 0, k0 = 0;
     char verr[128];
@@ -134,9 +133,11 @@ static int h_enqueue(struct cel_job *job, const struct cel_enqueue *req)
         e.args.ptr = tmp.data + a0;
     if (rc == 0 && req->kwargs_json && !req->kwargs.len)
         e.kwargs.ptr = tmp.data + k0;
-    if (rc == 0 && e.args.len && cel_msgpack_validate(e.args, &cel_default_limits, verr, sizeof verr))
+    if (rc == 0 && e.args.len &&
+        cel_msgpack_validate(e.args, &cel_default_limits, verr, sizeof verr))
         rc = CEL_EINVAL;
-    if (rc == 0 && e.kwargs.len && cel_msgpack_validate(e.kwargs, &cel_default_limits, verr, sizeof verr))
+    if (rc == 0 && e.kwargs.len &&
+        cel_msgpack_validate(e.kwargs, &cel_default_limits, verr, sizeof verr))
         rc = CEL_EINVAL;
     if (rc == 0 && (rc = cel__ipc_pack_enq(&job->enq, &e)) == 0)
         job->n_enq++;
@@ -227,11 +228,10 @@ static void run_handler(struct cel_job *job)
         fail_now(job, "RuntimeError", "handler %s returned %d", e->name, rc);
     char verr[128];
     if (!job->settled && job->result.len &&
-        cel_msgpack_validate(cel_buf_span(&job->result), &cel_default_limits, verr,
-                             sizeof verr) < 0)
+        cel_msgpack_validate(cel_buf_span(&job->result), &cel_default_limits, verr, sizeof verr) <
+            0)
         fail_now(job, "celeriac.InvalidResult",
-                 "handler %s packed a result that is not exactly one valid msgpack value",
-                 e->name);
+                 "handler %s packed a result that is not exactly one valid msgpack value", e->name);
 }
 
 void cel__job_execute(struct cel_job *job, struct cel__reply *r)

@@ -14,21 +14,21 @@
 extern const struct cel_host cel__host;
 
 struct cel_job {
-    struct cel_job_info info;   /* strings borrowed for the run */
-    const msgpack_object *args; /* array */
-    const msgpack_object *kwargs; /* map */
+    struct cel_job_info info;            /* strings borrowed for the run */
+    const msgpack_object *args;          /* array */
+    const msgpack_object *kwargs;        /* map */
     const struct cel__task_entry *entry; /* NULL = not registered in this process */
-    int64_t soft_deadline_us;   /* CLOCK_MONOTONIC; 0 = none */
+    int64_t soft_deadline_us;            /* CLOCK_MONOTONIC; 0 = none */
 
     /* filled while the handler runs; buffers are kept between jobs */
     struct cel_buf result;
     msgpack_packer pk;
-    int outcome;              /* enum cel__outcome, set by fail()/retry() */
-    bool settled;             /* fail() or retry() was called */
+    int outcome;  /* enum cel__outcome, set by fail()/retry() */
+    bool settled; /* fail() or retry() was called */
     char exc_type[200], exc_module[200];
     struct cel_buf message;
     double countdown;
-    struct cel_buf enq;       /* packed cel__enq items */
+    struct cel_buf enq; /* packed cel__enq items */
     uint32_t n_enq;
 };
 

@@ -109,8 +109,7 @@ static void reject_undecodable(struct cel__sup *s, struct cel__job *j, int rc, c
 
 static void reject_unknown(struct cel__sup *s, struct cel__job *j)
 {
-    log_job(CEL_LOG_ERROR, j, "dead-letter", "received unregistered task of type '%s'",
-            j->t.task);
+    log_job(CEL_LOG_ERROR, j, "dead-letter", "received unregistered task of type '%s'", j->t.task);
     struct cel_exc exc = {"NotRegistered", "celery.exceptions", {NULL, 0}, j->t.task};
     cel__outcome_store_exc(s, j, CEL_STATE_FAILURE, &exc);
     cel__outcome_dead_letter(s, j, "NotRegistered", j->t.task, 0, 0);
@@ -137,8 +136,8 @@ static void delay_eta(struct cel__sup *s, struct cel__job *j, int64_t wait_us)
         cel__job_done(s, j, SETTLE_REQUEUE);
         return;
     }
-    *p = (struct cel_publish){"", j->d.queue, &j->d.props, &j->d.headers, j->d.body,
-                              (uint32_t)secs, false};
+    *p = (struct cel_publish){"",        j->d.queue,     &j->d.props, &j->d.headers,
+                              j->d.body, (uint32_t)secs, false};
     j->pubs = p;
     j->n_pubs = j->cap_pubs = 1;
     j->outcome = "delayed";

@@ -34,7 +34,7 @@ struct cel__ipc_job {
     int64_t retries, max_retries;
     bool redelivered;
     int64_t soft_deadline_us;
-    struct cel_span args, kwargs;          /* packing: the msgpack bytes to inline */
+    struct cel_span args, kwargs;                /* packing: the msgpack bytes to inline */
     const msgpack_object *args_obj, *kwargs_obj; /* unpacking: the inlined values */
 };
 
@@ -46,13 +46,13 @@ struct cel__enq {
 
 struct cel__reply {
     uint64_t seq;
-    int outcome;                   /* enum cel__outcome */
-    struct cel_span result;        /* success: msgpack bytes; len 0 = None */
+    int outcome;                                 /* enum cel__outcome */
+    struct cel_span result;                      /* success: msgpack bytes; len 0 = None */
     const char *exc_type, *exc_module, *message; /* failure/retry; NUL-terminated */
-    double countdown;              /* retry; < 0 = the task's policy */
-    struct cel_span enq_raw;       /* packing: the enqueue items, already packed */
+    double countdown;                            /* retry; < 0 = the task's policy */
+    struct cel_span enq_raw;                     /* packing: the enqueue items, already packed */
     uint32_t n_enq;
-    struct cel__enq *enq;          /* unpacking: n_enq items */
+    struct cel__enq *enq; /* unpacking: n_enq items */
     int64_t utime_us, stime_us, maxrss_kb;
 };
 

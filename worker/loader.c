@@ -139,8 +139,10 @@ static int check_tasks(struct loading *L, const char *path, const struct cel_ser
         if (n >= MAX_TASKS_PER_SERVICE)
             return refuse(L, path, CEL_ETASKNAME, "more than %d tasks", MAX_TASKS_PER_SERVICE);
         if (!cel__task_name_valid(svc->name, t->name))
-            return refuse(L, path, CEL_ETASKNAME, "invalid task name '%.200s' (want '%s.<name>'"
-                          ", [A-Za-z0-9_.-], < 200 bytes)", t->name, svc->name);
+            return refuse(L, path, CEL_ETASKNAME,
+                          "invalid task name '%.200s' (want '%s.<name>'"
+                          ", [A-Za-z0-9_.-], < 200 bytes)",
+                          t->name, svc->name);
         if (!t->handler)
             return refuse(L, path, CEL_ETASKNAME, "task '%s' has no handler", t->name);
         if (t->rate_limit && cel__rate_parse(t->rate_limit, &rate) < 0)
@@ -148,8 +150,8 @@ static int check_tasks(struct loading *L, const char *path, const struct cel_ser
                           t->rate_limit);
         const struct cel__task_entry *dup = find_linear(L->r, t->name);
         if (dup)
-            return refuse(L, path, CEL_EDUPTASK, "duplicate task name '%s' (also in %s)",
-                          t->name, L->r->slots[(uintptr_t)dup->slot].path);
+            return refuse(L, path, CEL_EDUPTASK, "duplicate task name '%s' (also in %s)", t->name,
+                          L->r->slots[(uintptr_t)dup->slot].path);
         for (const struct cel_task_def *u = svc->tasks; u != t; u++)
             if (strcmp(u->name, t->name) == 0)
                 return refuse(L, path, CEL_EDUPTASK, "duplicate task name '%s'", t->name);
@@ -192,8 +194,8 @@ static int grow(void **p, size_t *cap, size_t need, size_t elem)
 }
 
 /* Adds an accepted service and its tasks; slots and tasks are re-linked by add_done(). */
-static int add_service(struct loading *L, const char *path, void *dl,
-                       const struct cel_service *svc, size_t n_tasks)
+static int add_service(struct loading *L, const char *path, void *dl, const struct cel_service *svc,
+                       size_t n_tasks)
 {
     struct cel__registry *r = L->r;
     if (grow((void **)&r->slots, &L->cap_slots, r->n_slots + 1, sizeof *r->slots) ||
@@ -247,7 +249,7 @@ static int load_file(struct loading *L, const char *path)
 {
     char why[512] = "";
     void *dl = L->r->generation > 1 ? dlopen_copy(path, L->r->generation, why, sizeof why)
-                                     : dlopen(path, RTLD_NOW | RTLD_LOCAL);
+                                    : dlopen(path, RTLD_NOW | RTLD_LOCAL);
     if (!dl)
         return refuse(L, path, CEL_ELOAD, "dlopen error: %s", *why ? why : dlerror());
     const struct cel_service *(*fn)(void);
@@ -381,8 +383,7 @@ void cel__registry_init_services(struct cel__registry *r, const struct cel_host 
         struct cel__service_slot *s = &r->slots[i];
         s->init_rc = s->svc->init ? s->svc->init(host, &s->state) : 0;
         if (s->init_rc < 0)
-            cel_log_error("service %s: init() failed: %s", s->svc->name,
-                          cel_strerror(s->init_rc));
+            cel_log_error("service %s: init() failed: %s", s->svc->name, cel_strerror(s->init_rc));
     }
 }
 

@@ -12,11 +12,11 @@
 #include "celeriac/service.h"
 
 struct cel__service_slot {
-    char *path;                     /* the .so file it came from */
-    void *dl;                       /* dlopen handle; NULL when shared from an older generation */
+    char *path; /* the .so file it came from */
+    void *dl;   /* dlopen handle; NULL when shared from an older generation */
     const struct cel_service *svc;
-    void *state;                    /* init()'s state in this process */
-    int init_rc;                    /* 1 = init not yet run, 0 = ok, < 0 = init failed */
+    void *state; /* init()'s state in this process */
+    int init_rc; /* 1 = init not yet run, 0 = ok, < 0 = init failed */
 };
 
 /* Per-task settings the supervisor needs, parsed once at load time. */
@@ -24,7 +24,7 @@ struct cel__task_entry {
     const char *name;
     const struct cel_task_def *def;
     struct cel__service_slot *slot;
-    double rate_per_s;              /* from def->rate_limit; 0 = unlimited */
+    double rate_per_s; /* from def->rate_limit; 0 = unlimited */
 };
 
 struct cel__registry {

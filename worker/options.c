@@ -44,16 +44,16 @@ static const struct opt opts[] = {
      "broker URL, e.g. amqp://guest:guest@127.0.0.1:5672// (comma-separated list = failover)"},
     {"backend", 0, "CELERIAC_RESULT_BACKEND", OPT_STR, OFF(backend), 0, NULL, "URL",
      "result backend URL, redis://[:password@]host:port/db"},
-    {"prefetch-multiplier", 0, "CELERIAC_PREFETCH_MULTIPLIER", OPT_INT,
-     OFF(prefetch_multiplier), 1, NULL, "M", "prefetch = concurrency x M (default 4)"},
+    {"prefetch-multiplier", 0, "CELERIAC_PREFETCH_MULTIPLIER", OPT_INT, OFF(prefetch_multiplier), 1,
+     NULL, "M", "prefetch = concurrency x M (default 4)"},
     {"hostname", 'n', "CELERIAC_HOSTNAME", OPT_STR, OFF(hostname), 0, NULL, "NAME",
      "node name (default celeriac@<host>)"},
     {"loglevel", 'l', "CELERIAC_LOGLEVEL", OPT_LEVEL, OFF(loglevel), 0, NULL, "LEVEL",
      "debug|info|warning|error (default info)"},
     {"log-format", 0, "CELERIAC_LOG_FORMAT", OPT_CHOICE, OFF(log_format), 0, "auto|text|json",
      "FMT", "text|json (default: text on a TTY, JSON lines otherwise)"},
-    {"max-tasks-per-child", 0, "CELERIAC_MAX_TASKS_PER_CHILD", OPT_INT,
-     OFF(max_tasks_per_child), 0, NULL, "N", "replace a child after N jobs (0 = never)"},
+    {"max-tasks-per-child", 0, "CELERIAC_MAX_TASKS_PER_CHILD", OPT_INT, OFF(max_tasks_per_child), 0,
+     NULL, "N", "replace a child after N jobs (0 = never)"},
     {"max-memory-per-child", 0, "CELERIAC_MAX_MEMORY_PER_CHILD", OPT_LONG,
      OFF(max_memory_per_child), 0, NULL, "KB",
      "address-space limit of each child (RLIMIT_AS); exceeding it is a crash (0 = none)"},
@@ -62,10 +62,10 @@ static const struct opt opts[] = {
      "(default 3)"},
     {"time-limit", 0, "CELERIAC_TIME_LIMIT", OPT_DOUBLE, OFF(time_limit), 0, NULL, "S",
      "hard time limit: the child is killed, the job fails TimeLimitExceeded (0 = none)"},
-    {"soft-time-limit", 0, "CELERIAC_SOFT_TIME_LIMIT", OPT_DOUBLE, OFF(soft_time_limit), 0,
-     NULL, "S", "soft time limit: the handler sees deadline_passed() (0 = none)"},
-    {"shutdown-timeout", 0, "CELERIAC_SHUTDOWN_TIMEOUT", OPT_DOUBLE, OFF(shutdown_timeout), 0,
-     NULL, "S", "warm shutdown: seconds to let running jobs finish (default 60)"},
+    {"soft-time-limit", 0, "CELERIAC_SOFT_TIME_LIMIT", OPT_DOUBLE, OFF(soft_time_limit), 0, NULL,
+     "S", "soft time limit: the handler sees deadline_passed() (0 = none)"},
+    {"shutdown-timeout", 0, "CELERIAC_SHUTDOWN_TIMEOUT", OPT_DOUBLE, OFF(shutdown_timeout), 0, NULL,
+     "S", "warm shutdown: seconds to let running jobs finish (default 60)"},
     {"result-expires", 0, "CELERIAC_RESULT_EXPIRES", OPT_INT, OFF(result_expires), 1, NULL, "S",
      "TTL of stored results in seconds (default 86400)"},
     {"result-format", 0, "CELERIAC_RESULT_FORMAT", OPT_CHOICE, OFF(result_format), 0,
@@ -73,8 +73,8 @@ static const struct opt opts[] = {
      "serializer of stored results; auto = the format the task arrived in (default)"},
     {"strict", 0, "CELERIAC_STRICT", OPT_BOOL, OFF(strict), 0, NULL, NULL,
      "a service that fails to load aborts startup"},
-    {"max-message-size", 0, "CELERIAC_MAX_MESSAGE_SIZE", OPT_LONG, OFF(max_message_size), 0,
-     NULL, "B", "largest accepted message body in bytes (default 16 MiB)"},
+    {"max-message-size", 0, "CELERIAC_MAX_MESSAGE_SIZE", OPT_LONG, OFF(max_message_size), 0, NULL,
+     "B", "largest accepted message body in bytes (default 16 MiB)"},
 };
 #define N_OPTS (sizeof opts / sizeof opts[0])
 
@@ -117,8 +117,8 @@ static int parse_number(const struct opt *o, const char *val, double *out)
 
 static int parse_bool(const char *val, bool *out)
 {
-    static const char *const yes[] = {"1", "true", "yes", "on"}, *const no[] = {"0", "false",
-                                                                             "no", "off", ""};
+    static const char *const yes[] = {"1", "true", "yes", "on"}, *const no[] = {"0", "false", "no",
+                                                                                "off", ""};
     for (size_t i = 0; i < 4; i++)
         if (strcasecmp(val, yes[i]) == 0)
             return *out = true, 0;
@@ -257,8 +257,7 @@ static int print_and_stop(int which)
 }
 
 /* One argv entry at *i; advances *i past a separate value. */
-static int apply_arg(struct cel__wcfg *cfg, int argc, char **argv, int *i, char *err,
-                     size_t errlen)
+static int apply_arg(struct cel__wcfg *cfg, int argc, char **argv, int *i, char *err, size_t errlen)
 {
     const char *a = argv[*i], *val = NULL;
     const struct opt *o = NULL;
@@ -355,7 +354,8 @@ void cel__config_usage(FILE *out)
                  o->arg ? o->arg : "");
         fprintf(out, "  %-34s %s\n  %-34s [env %s]\n", flag, o->help, "", o->env);
     }
-    fprintf(out, "  %-34s %s\n  %-34s %s\n\nSignals: TERM/INT warm shutdown (twice: cold), HUP "
-                 "reload services.\nExit codes: 0 clean shutdown, 1 runtime failure, 2 usage.\n",
+    fprintf(out,
+            "  %-34s %s\n  %-34s %s\n\nSignals: TERM/INT warm shutdown (twice: cold), HUP "
+            "reload services.\nExit codes: 0 clean shutdown, 1 runtime failure, 2 usage.\n",
             "-h, --help", "this text", "-V, --version", "print the version");
 }

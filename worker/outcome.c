@@ -314,8 +314,8 @@ static void on_retry(struct cel__sup *s, struct cel__job *j, const struct cel__r
     struct cel_result r = {.status = CEL_STATE_RETRY, .exc = exc};
     store_meta(s, j, j->t.id, &r);
     s->retried++;
-    log_outcome(s, j, CEL_LOG_INFO, "retry", "retry %lld in %.3f s: %s: %s",
-                (long long)nt.retries, countdown, exc->type, exc->message);
+    log_outcome(s, j, CEL_LOG_INFO, "retry", "retry %lld in %.3f s: %s: %s", (long long)nt.retries,
+                countdown, exc->type, exc->message);
     cel__job_done(s, j, SETTLE_ACK);
 }
 
@@ -393,8 +393,10 @@ void cel__outcome_crash(struct cel__sup *s, struct cel__job *j, int status)
     int64_t attempts = 0;
     int rc = cel_store_attempt_incr(s->store, j->t.id, ATTEMPTS_TTL_S, &attempts);
     if (rc < 0 || attempts < s->cfg->max_crashes) {
-        log_outcome(s, j, CEL_LOG_ERROR, "crash", "child crashed (%s), attempt %lld of %d: "
-                    "requeued", how, (long long)attempts, s->cfg->max_crashes);
+        log_outcome(s, j, CEL_LOG_ERROR, "crash",
+                    "child crashed (%s), attempt %lld of %d: "
+                    "requeued",
+                    how, (long long)attempts, s->cfg->max_crashes);
         cel__job_done(s, j, SETTLE_REQUEUE);
         return;
     }
@@ -458,7 +460,8 @@ static int flush_publish(struct cel__sup *s)
         }
         if (!s->connected)
             continue;
-        if (!(s->pubbuf = grow_scratch(s->pubbuf, &s->cap_pubbuf, n + j->n_pubs, sizeof *s->pubbuf)))
+        if (!(s->pubbuf =
+                  grow_scratch(s->pubbuf, &s->cap_pubbuf, n + j->n_pubs, sizeof *s->pubbuf)))
             return CEL_ENOMEM;
         memcpy(s->pubbuf + n, j->pubs, j->n_pubs * sizeof *j->pubs);
         n += j->n_pubs;
@@ -484,8 +487,8 @@ static int flush_store(struct cel__sup *s)
     for (struct cel__job *j = s->dhead; j; j = j->next) {
         if (j->stage != STAGE_STORE)
             continue;
-        if (!(s->putbuf = grow_scratch(s->putbuf, &s->cap_putbuf, n + j->n_puts + 1,
-                                       sizeof *s->putbuf)))
+        if (!(s->putbuf =
+                  grow_scratch(s->putbuf, &s->cap_putbuf, n + j->n_puts + 1, sizeof *s->putbuf)))
             return CEL_ENOMEM;
         memcpy(s->putbuf + n, j->puts, j->n_puts * sizeof *j->puts);
         n += j->n_puts;

@@ -108,6 +108,14 @@ static void set_deadlines(struct cel__sup *s, struct cel__job *j, int64_t now, i
     *soft = soft_s > 0 ? now + (int64_t)(soft_s * 1e6) : 0;
 }
 
+static void log_started(const struct cel__job *j, const struct cel__child *c)
+{
+    if (!cel_log_enabled(CEL_LOG_DEBUG))
+        return;
+    struct cel_log_fields f = {j->t.task, j->t.id, j->d.queue, "started", CEL_LOG_NO_DURATION};
+    cel_log(CEL_LOG_DEBUG, &f, "task started (child %d)", c ? c->index : -1);
+}
+
 static struct cel_span cspan(const char *s)
 {
     return (struct cel_span){s, s ? strlen(s) : 0};
@@ -117,11 +125,21 @@ static int send_job(struct cel__sup *s, struct cel__child *c, struct cel__job *j
 {
     int64_t soft;
     set_deadlines(s, j, cel_mono_us(), &soft);
-    struct cel__ipc_job f = {j->seq,        cspan(j->t.task),     cspan(j->t.id),
-                             cspan(j->t.root_id), cspan(j->t.parent_id), cspan(j->t.group),
-                             cspan(j->d.queue),   j->t.retries,         max_retries_of(j),
-                             j->d.redelivered,    soft,                 j->t.args,
-                             j->t.kwargs,         NULL,                 NULL};
+    struct cel__ipc_job f = {j->seq,
+                             cspan(j->t.task),
+                             cspan(j->t.id),
+                             cspan(j->t.root_id),
+                             cspan(j->t.parent_id),
+                             cspan(j->t.group),
+                             cspan(j->d.queue),
+                             j->t.retries,
+                             max_retries_of(j),
+                             j->d.redelivered,
+                             soft,
+                             j->t.args,
+                             j->t.kwargs,
+                             NULL,
+                             NULL};
     int rc = cel__ipc_pack_job(&c->out, &f);
     if (rc < 0)
         return rc;
@@ -129,6 +147,7 @@ static int send_job(struct cel__sup *s, struct cel__child *c, struct cel__job *j
     j->child = c;
     c->job = j;
     s->n_busy++;
+    log_started(j, c);
     cel__pool_write(s, c);
     return 0;
 }
@@ -166,14 +185,15 @@ static void solo_run(struct cel__sup *s, struct cel__job *j)
     msgpack_zone_clear(&s->zone);
     msgpack_unpack(j->t.args.ptr, j->t.args.len, &off, &s->zone, &args);
     msgpack_unpack(j->t.kwargs.ptr, j->t.kwargs.len, &off2, &s->zone, &kwargs);
-    job->info = (struct cel_job_info){j->t.id,    j->t.task, j->t.root_id,      j->t.parent_id,
-                                      j->t.group, j->d.queue, s->cfg->hostname, j->t.retries,
-                                      max_retries_of(j), j->d.redelivered};
+    job->info = (struct cel_job_info){
+        j->t.id,    j->t.task,        j->t.root_id, j->t.parent_id,    j->t.group,
+        j->d.queue, s->cfg->hostname, j->t.retries, max_retries_of(j), j->d.redelivered};
     job->args = &args;
     job->kwargs = &kwargs;
     job->entry = j->entry;
     job->soft_deadline_us = soft;
     j->state = J_RUNNING;
+    log_started(j, NULL);
     struct cel__reply r;
     cel__job_execute(job, &r);
     r.seq = j->seq;
@@ -281,8 +301,8 @@ void cel__pool_read(struct cel__sup *s, struct cel__child *c)
     struct cel_span payload;
     size_t used;
     int rc;
-    while ((rc = cel__frame_next(c->in.data + c->in_off, c->in.len - c->in_off, &payload,
-                                 &used)) == 1) {
+    while ((rc = cel__frame_next(c->in.data + c->in_off, c->in.len - c->in_off, &payload, &used)) ==
+           1) {
         c->in_off += used;
         on_reply(s, c, payload);
     }
@@ -317,8 +337,8 @@ static void child_gone(struct cel__sup *s, struct cel__child *c, int status,
         c->job = NULL;
         s->n_busy--;
         j->child = NULL;
-        cel_log_debug("child %d (pid %ld) died: maxrss %ld KB, user %.3f s", c->index,
-                      (long)c->pid, ru->ru_maxrss,
+        cel_log_debug("child %d (pid %ld) died: maxrss %ld KB, user %.3f s", c->index, (long)c->pid,
+                      ru->ru_maxrss,
                       (double)ru->ru_utime.tv_sec + (double)ru->ru_utime.tv_usec / 1e6);
         cel__outcome_crash(s, j, status);
     } else if (!c->retiring && !s->draining && !s->stop) {

@@ -32,20 +32,20 @@ enum job_kill { KILL_NONE, KILL_TIMELIMIT, KILL_REVOKED };
 struct cel__child;
 
 struct cel__job {
-    struct cel__job *next;         /* queue, done list or free list */
+    struct cel__job *next;          /* queue, done list or free list */
     struct cel__job *uprev, *unext; /* unsettled deliveries, in delivery order */
     bool unsettled;
     enum job_state state;
-    struct cel_arena arena;        /* the delivery, the decoded task and the outcome */
+    struct cel_arena arena; /* the delivery, the decoded task and the outcome */
     struct cel_delivery d;
     struct cel_task t;
     bool decoded;
     const struct cel__task_entry *entry;
-    struct cel__registry *reg;     /* holds a reference while the job lives */
+    struct cel__registry *reg; /* holds a reference while the job lives */
     uint64_t seq;
     struct cel__child *child;
-    int64_t started_us;            /* monotonic */
-    int64_t hard_deadline_us;      /* monotonic; 0 = none */
+    int64_t started_us;       /* monotonic */
+    int64_t hard_deadline_us; /* monotonic; 0 = none */
     double hard_limit_s;
     enum job_kill kill;
 
@@ -56,24 +56,24 @@ struct cel__job {
     size_t n_pubs, cap_pubs;
     struct cel_store_put *puts;
     size_t n_puts, cap_puts;
-    const char *outcome;           /* for the log line */
+    const char *outcome; /* for the log line */
     /* idempotency */
-    const char *idem_token;        /* non-NULL while this job holds the lease */
+    const char *idem_token; /* non-NULL while this job holds the lease */
 };
 
 struct cel__child {
-    pid_t pid;                     /* 0 = slot empty (respawn) */
+    pid_t pid; /* 0 = slot empty (respawn) */
     int fd;
     int index;
-    struct cel__job *job;          /* the job it runs, or NULL when idle */
+    struct cel__job *job; /* the job it runs, or NULL when idle */
     struct cel__registry *reg;
     struct cel_buf in;
     size_t in_off;
     struct cel_buf out;
     size_t out_off;
     unsigned jobs_done;
-    bool retiring;                 /* close after the current job */
-    bool hup;                      /* its socket reported HUP/ERR: wait for SIGCHLD */
+    bool retiring; /* close after the current job */
+    bool hup;      /* its socket reported HUP/ERR: wait for SIGCHLD */
 };
 
 struct cel__sup {
@@ -83,7 +83,7 @@ struct cel__sup {
     const struct cel_broker_class *bc;
     struct cel_store *store;
     struct cel_limits limits;
-    char origin[300];             /* gen<pid>@host for messages we publish */
+    char origin[300]; /* gen<pid>@host for messages we publish */
 
     /* jobs */
     struct cel__job *free_jobs;
@@ -100,11 +100,11 @@ struct cel__sup {
     int n_busy;
     bool solo;
     struct cel_job solo_job;
-    msgpack_zone zone;               /* reply/args unpacking */
+    msgpack_zone zone; /* reply/args unpacking */
 
     /* broker state */
     bool connected;
-    uint64_t min_live_gen;           /* deliveries from older generations are void */
+    uint64_t min_live_gen; /* deliveries from older generations are void */
     uint64_t last_gen;
     int64_t reconnect_at_us;
     unsigned reconnect_attempt;
@@ -115,7 +115,7 @@ struct cel__sup {
 
     /* lifecycle */
     int sigfd;
-    bool draining;                   /* warm shutdown in progress */
+    bool draining; /* warm shutdown in progress */
     int64_t drain_deadline_us;
     bool reload_requested;
     int exit_code;

@@ -114,8 +114,8 @@ static void reload(struct cel__sup *s)
     }
     cel__registry_unref(old);
     cel__pool_retire_all(s); /* idle old-generation children now, busy ones after their job */
-    cel_log_info("services generation %llu loaded (%zu tasks)",
-                 (unsigned long long)r->generation, r->n_tasks);
+    cel_log_info("services generation %llu loaded (%zu tasks)", (unsigned long long)r->generation,
+                 r->n_tasks);
 }
 
 static void on_signals(struct cel__sup *s)
@@ -277,7 +277,8 @@ static void run_loop(struct cel__sup *s)
         }
         if (s->draining && cel_mono_us() >= s->drain_deadline_us) {
             cel_log_warning("shutdown timeout: killing %d running job(s); they will be "
-                            "redelivered", s->n_busy);
+                            "redelivered",
+                            s->n_busy);
             s->exit_code = 1;
             break;
         }
@@ -330,8 +331,7 @@ int cel__supervisor_run(const struct cel__wcfg *cfg, struct cel__registry *reg)
     static struct cel__sup sup;
     struct cel__sup *s = &sup;
     init_state(s, cfg, reg);
-    if (setup_signals(s) < 0 || open_store(s) < 0 || open_broker(s) < 0 ||
-        cel__pool_start(s) < 0) {
+    if (setup_signals(s) < 0 || open_store(s) < 0 || open_broker(s) < 0 || cel__pool_start(s) < 0) {
         s->exit_code = 1;
     } else {
         log_start(s);
