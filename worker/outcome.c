@@ -15,6 +15,11 @@
 #include "worker/sup.h"
 
 #define ATTEMPTS_TTL_S 86400
+/* Finished jobs are recorded in batches: one publish, one Redis pipeline and one multiple ack
+ * for all of them. A batch is flushed when nothing else is running, when it is this old, or
+ * when it is this big, so an idle worker adds no latency and a busy one amortises round trips. */
+#define FLUSH_DELAY_US 2000
+#define FLUSH_BATCH 512
 
 enum cel_format cel__result_format(const struct cel__sup *s, const struct cel__job *j)
 {
@@ -424,6 +429,8 @@ void cel__job_done(struct cel__sup *s, struct cel__job *j, enum job_settle settl
     else
         s->dhead = j;
     s->dtail = j;
+    if (s->n_done++ == 0)
+        s->flush_due_us = cel_mono_us() + FLUSH_DELAY_US;
 }
 
 static void *grow_scratch(void *p, size_t *cap, size_t need, size_t elem)
@@ -554,11 +561,20 @@ static void flush_settle(struct cel__sup *s)
     }
     s->dhead = keep;
     s->dtail = ktail;
+    s->n_done = 0;
+    for (struct cel__job *j = keep; j; j = j->next)
+        s->n_done++;
+    if (s->n_done)
+        s->flush_due_us = cel_mono_us() + FLUSH_DELAY_US;
 }
 
 void cel__flush(struct cel__sup *s)
 {
-    if (!s->dhead || cel_mono_us() < s->flush_retry_at_us)
+    int64_t now = cel_mono_us();
+    if (!s->dhead || now < s->flush_retry_at_us)
+        return;
+    bool idle = s->n_busy == 0 && !s->qhead;
+    if (!idle && s->n_done < FLUSH_BATCH && now < s->flush_due_us && !s->draining)
         return;
     int rc = flush_publish(s);
     if (rc < 0) {

@@ -287,11 +287,14 @@ void cel__pool_read(struct cel__sup *s, struct cel__child *c)
     for (;;) {
         if (cel_buf_reserve(&c->in, 65536) < 0)
             return;
-        ssize_t n = read(c->fd, c->in.data + c->in.len, c->in.cap - c->in.len - 1);
+        size_t room = c->in.cap - c->in.len - 1;
+        ssize_t n = read(c->fd, c->in.data + c->in.len, room);
         if (n < 0 && errno == EINTR)
             continue;
         if (n > 0) {
             c->in.len += (size_t)n;
+            if ((size_t)n < room)
+                break; /* drained: skip the read that would only say EAGAIN */
             continue;
         }
         if (n == 0 || errno != EAGAIN)

@@ -111,6 +111,8 @@ struct cel__sup {
 
     /* store retry */
     int64_t flush_retry_at_us;
+    int64_t flush_due_us; /* finished jobs wait at most until then (batching) */
+    size_t n_done;
     unsigned flush_attempt;
 
     /* lifecycle */

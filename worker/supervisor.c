@@ -190,8 +190,11 @@ static int poll_timeout_ms(const struct cel__sup *s, int64_t now)
     int64_t dl = cel__pool_next_deadline(s);
     if (dl && dl < next)
         next = dl;
-    if (s->dhead && s->flush_retry_at_us < next)
-        next = s->flush_retry_at_us;
+    if (s->dhead) {
+        int64_t f = s->flush_retry_at_us > s->flush_due_us ? s->flush_retry_at_us : s->flush_due_us;
+        if (f < next)
+            next = f;
+    }
     if (!s->connected && s->reconnect_at_us < next)
         next = s->reconnect_at_us;
     return next <= now ? 0 : (int)((next - now + 999) / 1000);
