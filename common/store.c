@@ -7,6 +7,8 @@
 #include <errno.h>
 #include <openssl/evp.h>
 #include <poll.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -49,6 +51,17 @@ static void sha1_hex(const char *text, char out[41])
         snprintf(out + 2 * i, 3, "%02x", md[i]);
 }
 
+/* CEL_EAUTH with a hint when the server wants a password it was not given, else 0. */
+static int noauth(struct cel_store *s, const redisReply *r)
+{
+    if (strncmp(r->str, "NOAUTH", 6) != 0)
+        return 0;
+    return cel__store_fail(s, CEL_EAUTH,
+                           "redis %s: the server requires a password: give it in the URL "
+                           "(redis://:password@host) or in CELERIAC_REDIS_PASSWORD",
+                           s->where);
+}
+
 /* AUTH and SELECT, pipelined, on a fresh context. */
 static int handshake(struct cel_store *s, redisContext *c)
 {
@@ -72,9 +85,10 @@ static int handshake(struct cel_store *s, redisContext *c)
             return cel__store_fail(s, CEL_ECONN, "redis %s: %s", s->where,
                                    cel__ctx_reason(c, why, sizeof why, s->command_timeout_ms));
         }
-        if (r->type == REDIS_REPLY_ERROR && rc == 0)
-            rc = cel__store_fail(s, i == 0 && nauth ? CEL_EAUTH : CEL_EREDIS, "redis %s: %s: %s",
-                                 s->where, i == 0 && nauth ? "AUTH" : "SELECT", r->str);
+        bool is_auth = i == 0 && nauth;
+        if (r->type == REDIS_REPLY_ERROR && rc == 0 && (rc = noauth(s, r)) == 0)
+            rc = cel__store_fail(s, is_auth ? CEL_EAUTH : CEL_EREDIS, "redis %s: %s: %s", s->where,
+                                 is_auth ? "AUTH" : "SELECT", r->str);
         freeReplyObject(r);
     }
     return rc;
@@ -163,6 +177,8 @@ static int reply_error(struct cel_store *s, const struct cel__pipe *p, const red
         *noscript = true;
         return 0;
     }
+    if (noauth(s, r))
+        return CEL_EAUTH;
     if (p->script == CEL__SCRIPT_NONE)
         return cel__store_fail(s, CEL_EREDIS, "redis %s: %s", s->where, r->str);
     return cel__store_fail(s, CEL_ESCRIPT, "redis %s: script %s: %s", s->where,
@@ -211,7 +227,35 @@ static int load_script(struct cel_store *s, int script)
     return 0;
 }
 
-int cel__store_run(struct cel_store *s, const struct cel__pipe *p)
+/* hiredis writes with write(), so a peer that closed raises SIGPIPE, which kills a process that
+ * did not ignore it. As libpq does: block it in this thread around the I/O, and swallow one that
+ * we caused (it was not pending before). */
+void cel__sigpipe_block(struct cel__sigpipe *g)
+{
+    sigset_t pipe, pending;
+    sigemptyset(&pipe);
+    sigaddset(&pipe, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &pipe, &g->old);
+    /* only a signal the caller already blocked can be pending */
+    g->was_pending = sigismember(&g->old, SIGPIPE) && sigpending(&pending) == 0 &&
+                     sigismember(&pending, SIGPIPE);
+}
+
+void cel__sigpipe_restore(struct cel__sigpipe *g)
+{
+    sigset_t pipe, pending;
+    sigemptyset(&pipe);
+    sigaddset(&pipe, SIGPIPE);
+    sigpending(&pending);
+    if (!g->was_pending && sigismember(&pending, SIGPIPE)) {
+        struct timespec zero = {0, 0};
+        while (sigtimedwait(&pipe, NULL, &zero) < 0 && errno == EINTR)
+            ;
+    }
+    pthread_sigmask(SIG_SETMASK, &g->old, NULL);
+}
+
+static int run_pipe(struct cel_store *s, const struct cel__pipe *p)
 {
     bool resent = false, reloaded = false;
     for (;;) {
@@ -235,6 +279,15 @@ int cel__store_run(struct cel_store *s, const struct cel__pipe *p)
         if ((rc = load_script(s, p->script)) < 0)
             return rc;
     }
+}
+
+int cel__store_run(struct cel_store *s, const struct cel__pipe *p)
+{
+    struct cel__sigpipe g;
+    cel__sigpipe_block(&g);
+    int rc = run_pipe(s, p);
+    cel__sigpipe_restore(&g);
+    return rc;
 }
 
 struct call_ctx {

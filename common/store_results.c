@@ -3,6 +3,8 @@
  * connection kept for the purpose. */
 #include "common/store_internal.h"
 
+#include "common/result.h"
+
 #include <errno.h>
 #include <jansson.h>
 #include <msgpack.h>
@@ -60,16 +62,10 @@ int cel__meta_status(const char *p, size_t n, char *out, size_t outlen)
     return p[0] == '{' ? status_json(p, n, out, outlen) : status_msgpack(p, n, out, outlen);
 }
 
-int cel__status_ready(const char *status)
-{
-    return strcmp(status, "SUCCESS") == 0 || strcmp(status, "FAILURE") == 0 ||
-           strcmp(status, "REVOKED") == 0;
-}
-
 static bool meta_ready(const char *p, size_t n)
 {
     char st[32];
-    return cel__meta_status(p, n, st, sizeof st) == 0 && cel__status_ready(st);
+    return cel__meta_status(p, n, st, sizeof st) == 0 && cel_state_ready(st);
 }
 
 /* ---- writes ---- */
@@ -279,9 +275,12 @@ int cel_store_wait_result(struct cel_store *s, const char *task_id, int timeout_
     if (asprintf(&channel, META_PREFIX "%s", task_id) < 0)
         return CEL_ENOMEM;
     int64_t deadline = timeout_ms < 0 ? -1 : mono_ms() + timeout_ms;
+    struct cel__sigpipe g;
+    cel__sigpipe_block(&g);
     int rc = wait_round(s, task_id, channel, deadline, out);
     if (rc == SUB_LOST) /* missed messages are covered by the GET of the new round */
         rc = wait_round(s, task_id, channel, deadline, out);
+    cel__sigpipe_restore(&g);
     free(channel);
     return rc == SUB_LOST ? CEL_ECONN : rc;
 }

@@ -25,6 +25,7 @@
 #include <unistd.h>
 
 #include "common/redis_url.h"
+#include "common/result.h"
 #include "common/store.h"
 
 /* ---- helpers ---- */
@@ -75,80 +76,58 @@ static void pack_str(msgpack_packer *pk, const char *s)
     msgpack_pack_str_with_body(pk, s, strlen(s));
 }
 
-/* Spec 7.3 layout: status, result, traceback, children, date_done, task_id. */
-static void meta_head(msgpack_packer *pk, const char *status)
-{
-    msgpack_pack_map(pk, 6);
-    pack_str(pk, "status");
-    pack_str(pk, status);
-    pack_str(pk, "result");
-}
+#define DATE_DONE INT64_C(1795304569613563) /* 2026-11-21T23:42:49.613563 */
 
-static void meta_tail(msgpack_packer *pk, const char *task_id, bool ready)
+/* A meta encoded by the codec (common/result.h), as the worker writes it. */
+static void meta_encode(struct cel_buf *b, const char *task_id, const char *status,
+                        struct cel_span result, const struct cel_exc *exc, enum cel_format fmt)
 {
-    pack_str(pk, "traceback");
-    msgpack_pack_nil(pk);
-    pack_str(pk, "children");
-    msgpack_pack_array(pk, 0);
-    pack_str(pk, "date_done");
-    if (ready)
-        pack_str(pk, "2026-11-21T23:52:49.613563");
-    else
-        msgpack_pack_nil(pk);
-    pack_str(pk, "task_id");
-    pack_str(pk, task_id);
+    struct cel_result r = {.status = status, .result = result, .exc = exc, .task_id = task_id};
+    r.date_done = cel_state_ready(status) ? DATE_DONE : 0;
+    cel_buf_clear(b);
+    if (cel_result_encode(&r, fmt, b) != 0)
+        fail_msg("cel_result_encode failed");
 }
 
 /* SUCCESS with result {'id': value} */
-static void meta_success(struct cel_buf *b, const char *task_id, int value)
+static void meta_success_fmt(struct cel_buf *b, const char *task_id, int value, enum cel_format fmt)
 {
+    struct cel_buf res = CEL_BUF_INIT;
     msgpack_packer pk;
-    cel_buf_clear(b);
-    msgpack_packer_init(&pk, b, cel_buf_msgpack_write);
-    meta_head(&pk, "SUCCESS");
+    msgpack_packer_init(&pk, &res, cel_buf_msgpack_write);
     msgpack_pack_map(&pk, 1);
     pack_str(&pk, "id");
     msgpack_pack_int(&pk, value);
-    meta_tail(&pk, task_id, true);
+    meta_encode(b, task_id, "SUCCESS", cel_buf_span(&res), NULL, fmt);
+    cel_buf_free(&res);
 }
 
+static void meta_success(struct cel_buf *b, const char *task_id, int value)
+{
+    meta_success_fmt(b, task_id, value, CEL_FMT_MSGPACK);
+}
+
+/* FAILURE with {exc_type: type, exc_message: [message], exc_module: 'builtins'} */
 static void meta_failure(struct cel_buf *b, const char *task_id, const char *type,
                          const char *message)
 {
-    msgpack_packer pk;
-    cel_buf_clear(b);
-    msgpack_packer_init(&pk, b, cel_buf_msgpack_write);
-    meta_head(&pk, "FAILURE");
-    msgpack_pack_map(&pk, 3);
-    pack_str(&pk, "exc_type");
-    pack_str(&pk, type);
-    pack_str(&pk, "exc_message");
-    msgpack_pack_array(&pk, 1);
-    pack_str(&pk, message);
-    pack_str(&pk, "exc_module");
-    pack_str(&pk, "builtins");
-    meta_tail(&pk, task_id, true);
+    struct cel_exc exc = {.type = type, .module = "builtins", .message = message};
+    meta_encode(b, task_id, "FAILURE", (struct cel_span){NULL, 0}, &exc, CEL_FMT_MSGPACK);
 }
 
 /* A non-ready state (STARTED, RETRY) with a nil result. */
 static void meta_state(struct cel_buf *b, const char *task_id, const char *status)
 {
-    msgpack_packer pk;
-    cel_buf_clear(b);
-    msgpack_packer_init(&pk, b, cel_buf_msgpack_write);
-    meta_head(&pk, status);
-    msgpack_pack_nil(&pk);
-    meta_tail(&pk, task_id, false);
+    meta_encode(b, task_id, status, (struct cel_span){NULL, 0}, NULL, CEL_FMT_MSGPACK);
 }
 
+/* JSON: SUCCESS with {"id": 1}, or another state with a nil result. */
 static void meta_json(struct cel_buf *b, const char *task_id, const char *status)
 {
-    cel_buf_clear(b);
-    cel_buf_printf(b,
-                   "{\"status\": \"%s\", \"result\": {\"id\": 1}, \"traceback\": null, "
-                   "\"children\": [], \"date_done\": \"2026-11-21T23:52:49.613563\", "
-                   "\"task_id\": \"%s\"}",
-                   status, task_id);
+    if (strcmp(status, "SUCCESS") == 0)
+        meta_success_fmt(b, task_id, 1, CEL_FMT_JSON);
+    else
+        meta_encode(b, task_id, status, (struct cel_span){NULL, 0}, NULL, CEL_FMT_JSON);
 }
 
 static void put1(struct cel_store *s, const char *id, const struct cel_buf *meta)
@@ -281,6 +260,31 @@ static void success_is_sticky(void **state)
     meta_failure(&bad, id, "ValueError", "late");
     put1(s, id, &bad);
     assert_stored(s, id, &ok);
+    /* map16 (more than 15 fields, e.g. result_extended plus extras) */
+    uid(id);
+    cel_buf_clear(&ok);
+    msgpack_packer_init(&pk, &ok, cel_buf_msgpack_write);
+    msgpack_pack_map(&pk, 16);
+    pack_str(&pk, "status");
+    pack_str(&pk, "SUCCESS");
+    for (int i = 0; i < 15; i++) {
+        char k[16];
+        snprintf(k, sizeof k, "k%d", i);
+        pack_str(&pk, k);
+        msgpack_pack_int(&pk, i);
+    }
+    assert_int_equal((unsigned char)ok.data[0], 0xde);
+    put1(s, id, &ok);
+    put1(s, id, &bad);
+    assert_stored(s, id, &ok);
+    /* JSON with status later in the object */
+    uid(id);
+    cel_buf_clear(&ok);
+    cel_buf_printf(&ok, "{\"task_id\": \"%s\", \"status\": \"SUCCESS\", \"result\": 1}", id);
+    put1(s, id, &ok);
+    meta_json(&bad, id, "FAILURE");
+    put1(s, id, &bad);
+    assert_stored(s, id, &ok);
     /* ... and one that only mentions SUCCESS elsewhere is not */
     meta_failure(&ok, uid(id), "ValueError", "SUCCESS was expected");
     meta_failure(&bad, id, "KeyError", "second");
@@ -411,6 +415,15 @@ static void wait_result_times_out(void **state)
     meta_success(&meta, id, 1);
     put1(s, id, &meta);
     assert_int_equal(cel_store_wait_result(s, id, 200, &got), 0);
+    /* JSON metas: the status is read from either format */
+    cel_buf_clear(&got);
+    meta_json(&meta, uid(id), "RETRY");
+    put1(s, id, &meta);
+    assert_int_equal(cel_store_wait_result(s, id, 100, &got), CEL_ETIMEDOUT);
+    meta_json(&meta, id, "FAILURE");
+    put1(s, id, &meta);
+    assert_int_equal(cel_store_wait_result(s, id, 100, &got), 0);
+    assert_int_equal(got.len, meta.len);
     cel_buf_free(&got);
     cel_buf_free(&meta);
     cel_store_free(s);
@@ -840,6 +853,8 @@ struct server {
     char dir[64];
     int port;
     pid_t pid;
+    const char *password; /* --requirepass, or NULL */
+    bool unix_socket;     /* also listen on <dir>/redis.sock */
 };
 
 static void server_start(struct server *sv)
@@ -851,13 +866,27 @@ static void server_start(struct server *sv)
     if (sv->pid == 0) {
         int fd = open("/dev/null", O_WRONLY);
         dup2(fd, 1), dup2(fd, 2);
-        execlp("redis-server", "redis-server", "--port", port, "--bind", "127.0.0.1", "--save", "",
-               "--appendonly", "no", "--dir", sv->dir, (char *)NULL);
+        char sock[128];
+        const char *argv[20] = {"redis-server", "--port", port,   "--bind",
+                                "127.0.0.1",    "--save", "",     "--appendonly",
+                                "no",           "--dir",  sv->dir};
+        int n = 11;
+        snprintf(sock, sizeof sock, "%s/redis.sock", sv->dir);
+        if (sv->password)
+            argv[n++] = "--requirepass", argv[n++] = sv->password;
+        if (sv->unix_socket)
+            argv[n++] = "--unixsocket", argv[n++] = sock;
+        execvp("redis-server", (char *const *)argv);
         _exit(127);
     }
     for (int i = 0; i < 500; i++) {
         redisContext *c = redisConnect("127.0.0.1", sv->port);
         bool up = c && !c->err;
+        if (up && sv->unix_socket) {
+            char sock[128];
+            snprintf(sock, sizeof sock, "%s/redis.sock", sv->dir);
+            up = access(sock, F_OK) == 0;
+        }
         redisFree(c);
         if (up)
             return;
@@ -954,6 +983,105 @@ static void subscriber_survives_restart(void **state)
     assert_int_equal(system(rm), 0);
 }
 
+static void server_rmdir(struct server *sv)
+{
+    char rm[128];
+    snprintf(rm, sizeof rm, "rm -rf %s", sv->dir);
+    assert_int_equal(system(rm), 0);
+}
+
+/* A unix socket, a password from CELERIAC_REDIS_PASSWORD, a Redis 6 ACL user, SELECT. */
+static void unix_socket_and_auth(void **state)
+{
+    struct server sv = {.port = free_port(), .password = "s3cret pw", .unix_socket = true};
+    snprintf(sv.dir, sizeof sv.dir, "/tmp/cel-store-%d-XXXXXX", (int)getpid());
+    assert_non_null(mkdtemp(sv.dir));
+    server_start(&sv);
+    char url[256], id[96], err[256];
+    struct cel_buf meta = CEL_BUF_INIT, out = CEL_BUF_INIT;
+    struct cel_store *s = NULL;
+    snprintf(url, sizeof url, "unix://%s/redis.sock?db=5", sv.dir);
+    struct cel_store_opts o = {.url = url};
+    assert_int_equal(cel_store_open(&s, &o, err, sizeof err), CEL_EAUTH); /* NOAUTH */
+    assert_non_null(strstr(err, "CELERIAC_REDIS_PASSWORD"));
+    setenv("CELERIAC_REDIS_PASSWORD", "wrong", 1);
+    assert_int_equal(cel_store_open(&s, &o, err, sizeof err), CEL_EAUTH);
+    assert_null(strstr(err, "wrong"));
+    setenv("CELERIAC_REDIS_PASSWORD", "s3cret pw", 1);
+    s = open_url(url);
+    unsetenv("CELERIAC_REDIS_PASSWORD");
+    meta_success(&meta, uid(id), 4);
+    put1(s, id, &meta);
+    assert_int_equal(cmd(s, &out, "CLIENT INFO"), 0);
+    assert_non_null(strstr(out.data, " db=5 "));
+    assert_int_equal(
+        cmd(s, &out, "ACL SETUSER alice on >alice%pw ~celery-task-meta-* resetchannels &* +@all"),
+        0);
+    cel_store_free(s);
+
+    snprintf(url, sizeof url, "redis://alice:alice%%25pw@127.0.0.1:%d/5", sv.port);
+    s = open_url(url);
+    assert_stored(s, id, &meta);
+    assert_int_equal(cmd(s, &out, "ACL WHOAMI"), 0);
+    assert_string_equal(out.data, "alice");
+    cel_store_free(s);
+    snprintf(url, sizeof url, "redis://alice:nope@127.0.0.1:%d/5", sv.port);
+    o.url = url;
+    assert_int_equal(cel_store_open(&s, &o, err, sizeof err), CEL_EAUTH);
+    assert_null(strstr(err, "nope"));
+    server_kill(&sv);
+    server_rmdir(&sv);
+    cel_buf_free(&meta);
+    cel_buf_free(&out);
+}
+
+/* A fake server that answers PING, then half-closes (FIN) while the client is blocked writing a
+ * large pipeline, then closes (RST): the client's write fails with EPIPE, which must not kill
+ * the process with SIGPIPE (the default disposition during this test). */
+static void fake_server(int lfd)
+{
+    int fd = accept(lfd, NULL, NULL);
+    char buf[4096];
+    close(lfd);                            /* the store's reconnect is refused */
+    ssize_t n = read(fd, buf, sizeof buf); /* PING */
+    if (n <= 0 || write(fd, "+PONG\r\n", 7) != 7)
+        _exit(1);
+    n = read(fd, buf, sizeof buf); /* the start of the big EVALSHA */
+    shutdown(fd, SHUT_WR);
+    sleep_ms(100);
+    close(fd);
+    _exit(n > 0 ? 0 : 2);
+}
+
+static void broken_pipe_is_an_error(void **state)
+{
+    int lfd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof a;
+    assert_int_equal(bind(lfd, (struct sockaddr *)&a, sizeof a), 0);
+    assert_int_equal(listen(lfd, 4), 0);
+    assert_int_equal(getsockname(lfd, (struct sockaddr *)&a, &len), 0);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0)
+        fake_server(lfd);
+    close(lfd);
+    char url[96], id[96];
+    snprintf(url, sizeof url, "redis://127.0.0.1:%d/0", ntohs(a.sin_port));
+    struct cel_store *s = open_url(url);
+    void (*old)(int) = signal(SIGPIPE, SIG_DFL);
+    size_t big = 64 << 20;
+    char *meta = malloc(big);
+    assert_non_null(meta);
+    memset(meta, 'x', big);
+    struct cel_store_put p = {uid(id), {meta, big}, 60};
+    assert_int_equal(cel_store_put_results(s, &p, 1), CEL_ECONN);
+    signal(SIGPIPE, old);
+    reap_ok(pid);
+    free(meta);
+    cel_store_free(s);
+}
+
 /* ---- the writer for test_store_celery.py ---- */
 
 static void celery_writer(void **state)
@@ -1000,6 +1128,8 @@ int main(void)
         cmocka_unit_test(open_errors),
         cmocka_unit_test(write_survives_restart),
         cmocka_unit_test(subscriber_survives_restart),
+        cmocka_unit_test(unix_socket_and_auth),
+        cmocka_unit_test(broken_pipe_is_an_error),
         cmocka_unit_test(celery_writer),
     };
     if (getenv("CEL_STORE_CELERY_IDS"))
