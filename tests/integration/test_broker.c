@@ -378,6 +378,28 @@ static void missing_queue_is_not_found(void **state)
     assert_int_equal(f->c->ack(f->b, d.conn_gen, d.tag, false), 0);
 }
 
+/* basic.get runs on its own channel: when the broker closes it (404), only its tags go stale. */
+static void a_failed_get_leaves_consumer_deliveries_alone(void **state)
+{
+    struct fx *f = *state;
+    char missing[256];
+    snprintf(missing, sizeof missing, "%s-missing", f->q);
+    assert_int_equal(f->c->declare(f->b, f->q), 0);
+    struct cel_publish m[2] = {msg_to(f->q, NULL, "1"), msg_to(f->q, NULL, "2")};
+    assert_int_equal(f->c->publish(f->b, m, 2, NULL), 0);
+    struct cel_delivery got, d;
+    assert_int_equal(f->c->get(f->b, f->q, &got, &f->a), 0);
+    assert_int_equal(f->c->consume(f->b, f->q, 1), 0);
+    assert_int_equal(f->c->next(f->b, &d, &f->a, 10000), 0);
+    assert_int_equal(f->c->get(f->b, missing, &d, &f->a) == CEL_ENOTFOUND ? 0 : -1, 0);
+    assert_int_equal(f->c->ack(f->b, got.conn_gen, got.tag, false), CEL_ESTALE);
+    assert_int_equal(f->c->ack(f->b, d.conn_gen, d.tag, false), 0);
+    /* the stale one went back to the queue and comes again */
+    assert_int_equal(f->c->next(f->b, &d, &f->a, 10000), 0);
+    assert_true(d.redelivered);
+    assert_int_equal(f->c->ack(f->b, d.conn_gen, d.tag, false), 0);
+}
+
 static void nack_requeues_and_redelivers(void **state)
 {
     struct fx *f = *state;
@@ -489,6 +511,8 @@ int main(void)
             conflicting_declare_is_a_channel_error_and_the_channel_recovers, setup, teardown),
         cmocka_unit_test_setup_teardown(unroutable_mandatory_is_returned, setup, teardown),
         cmocka_unit_test_setup_teardown(missing_queue_is_not_found, setup, teardown),
+        cmocka_unit_test_setup_teardown(a_failed_get_leaves_consumer_deliveries_alone, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(nack_requeues_and_redelivers, setup, teardown),
         cmocka_unit_test_setup_teardown(heartbeats_flow_with_poll_and_next0, setup, teardown),
         cmocka_unit_test_setup_teardown(credentials_from_the_environment, setup, teardown),
