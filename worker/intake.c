@@ -171,7 +171,8 @@ static void classify(struct cel__sup *s, struct cel__job *j)
         delay_eta(s, j, j->t.eta - now);
         return;
     }
-    queue_push(s, j);
+    if (cel__idem_admit(s, j))
+        queue_push(s, j);
 }
 
 static void intake_one(struct cel__sup *s, struct cel__job *j)

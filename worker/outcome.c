@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include "common/clock.h"
 #include "common/log.h"
@@ -90,7 +91,21 @@ static int store_meta(struct cel__sup *s, struct cel__job *j, const char *task_i
     r->date_done = cel_state_ready(r->status) ? cel_now_us() : 0;
     cel_buf_clear(&s->scratch);
     int rc = cel_result_encode(r, cel__result_format(s, j), &s->scratch);
-    return rc < 0 ? rc : add_put(j, task_id, cel_buf_span(&s->scratch));
+    if (rc < 0 || (rc = add_put(j, task_id, cel_buf_span(&s->scratch))) < 0)
+        return rc;
+    if (own && r->date_done)
+        j->idem_meta = j->puts[j->n_puts - 1].meta;
+    return 0;
+}
+
+/* ignore_result: nothing is stored, but an idempotency key still needs the final meta. */
+static void idem_meta_only(struct cel__sup *s, struct cel__job *j, struct cel_result *r)
+{
+    r->task_id = j->t.id;
+    r->date_done = cel_now_us();
+    cel_buf_clear(&s->scratch);
+    if (cel_result_encode(r, cel__result_format(s, j), &s->scratch) == 0)
+        j->idem_meta = arena_copy(&j->arena, cel_buf_span(&s->scratch));
 }
 
 void cel__outcome_store_exc(struct cel__sup *s, struct cel__job *j, const char *status,
@@ -278,10 +293,11 @@ static void on_success(struct cel__sup *s, struct cel__job *j, const struct cel_
     }
     struct cel_span kids = arena_copy(&j->arena, cel_buf_span(&children));
     cel_buf_free(&children);
-    if (!ignore_result(j)) {
-        struct cel_result r = {.status = CEL_STATE_SUCCESS, .result = retval, .children = kids};
+    struct cel_result r = {.status = CEL_STATE_SUCCESS, .result = retval, .children = kids};
+    if (!ignore_result(j))
         store_meta(s, j, j->t.id, &r);
-    }
+    else if (j->idem_token)
+        idem_meta_only(s, j, &r);
     log_outcome(s, j, CEL_LOG_DEBUG, "success", "task succeeded");
     cel__job_done(s, j, SETTLE_ACK);
 }
@@ -512,9 +528,18 @@ static int flush_store(struct cel__sup *s)
     int rc = n ? cel_store_put_results(s->store, s->putbuf, n) : 0;
     if (rc < 0)
         return rc;
+    bool fault = false;
     for (struct cel__job *j = s->dhead; j; j = j->next)
-        if (j->stage == STAGE_STORE)
+        if (j->stage == STAGE_STORE) {
+            cel__idem_finish(s, j);
             j->stage = STAGE_SETTLE;
+            fault |= s->fault_kill_before_ack && j->decoded &&
+                     strcmp(j->t.task, s->fault_kill_before_ack) == 0;
+        }
+    if (fault) {
+        cel_log_warning("CELERIAC_FAULT_KILL_BEFORE_ACK: killing the worker before the ack");
+        kill(getpid(), SIGKILL);
+    }
     return 0;
 }
 
@@ -566,6 +591,7 @@ static void flush_settle(struct cel__sup *s)
         }
         if (j->unsettled && !cel__job_void(s, j) && s->connected)
             settle_one(s, j);
+        cel__idem_finish(s, j); /* a requeue that skipped the store gives the lease back */
         cel__job_release(s, j);
     }
     s->dhead = keep;

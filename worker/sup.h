@@ -58,7 +58,8 @@ struct cel__job {
     size_t n_puts, cap_puts;
     const char *outcome; /* for the log line */
     /* idempotency */
-    const char *idem_token; /* non-NULL while this job holds the lease */
+    const char *idem_token;    /* non-NULL while this job holds the lease */
+    struct cel_span idem_meta; /* the final meta to complete the key with */
 };
 
 struct cel__child {
@@ -123,6 +124,11 @@ struct cel__sup {
     int exit_code;
     bool stop;
 
+    /* test hook: CELERIAC_FAULT_KILL_BEFORE_ACK=<task> kills the worker after a batch holding
+     * that task is stored (and its idempotency key completed) and before it is acked */
+    const char *fault_kill_before_ack;
+    int64_t next_renew_us;
+
     /* stats */
     uint64_t processed, failed, retried;
     int64_t started_wall_us;
@@ -158,6 +164,14 @@ void cel__pool_check_limits(struct cel__sup *s, int64_t now);
 void cel__pool_stop(struct cel__sup *s, bool kill_now);
 void cel__pool_retire_all(struct cel__sup *s);
 int64_t cel__pool_next_deadline(const struct cel__sup *s);
+
+/* idem.c: idempotency keys (x-celeriac-idempotency-key) */
+/* Claims the key before the job is queued; false when the job was settled instead (done
+ * elsewhere: its result is copied; running elsewhere: delayed and retried later). */
+bool cel__idem_admit(struct cel__sup *s, struct cel__job *j);
+/* After the batch's results are stored: completes (final outcome) or releases the lease. */
+void cel__idem_finish(struct cel__sup *s, struct cel__job *j);
+void cel__idem_renew(struct cel__sup *s, int64_t now);
 
 /* outcome.c */
 void cel__outcome_reply(struct cel__sup *s, struct cel__job *j, const struct cel__reply *r);

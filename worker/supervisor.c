@@ -180,6 +180,7 @@ static void timers(struct cel__sup *s, int64_t now)
     if (s->connected && s->bc->tick(s->broker) < 0)
         cel_log_debug("broker tick: %s", s->bc->errstr(s->broker));
     summary(s, now);
+    cel__idem_renew(s, now);
 }
 
 static int poll_timeout_ms(const struct cel__sup *s, int64_t now)
@@ -324,6 +325,7 @@ static void init_state(struct cel__sup *s, const struct cel__wcfg *cfg, struct c
     gethostname(host, sizeof host - 1);
     snprintf(s->origin, sizeof s->origin, "gen%ld@%s", (long)getpid(), host);
     s->sigfd = -1;
+    s->fault_kill_before_ack = getenv("CELERIAC_FAULT_KILL_BEFORE_ACK");
     s->started_wall_us = cel_now_us();
     msgpack_zone_init(&s->zone, 8192);
     srandom((unsigned)(getpid() ^ cel_now_us()));

@@ -126,3 +126,45 @@ def test_sighup_reloads_services_and_a_broken_file_keeps_the_old_version(
     w.wait_log("services generation 3 loaded")
     assert f"{d / 'testsvc.so'}: keeping the previously loaded version" in w.log_text()
     assert celery_app.send_task("testsvc.version", queue=queue).get(timeout=30) == 2
+
+
+def outbox_rows(data_dir):
+    import sqlite3
+
+    db = sqlite3.connect(data_dir / "email.db")
+    try:
+        return db.execute("SELECT job_id, to_addr FROM outbox").fetchall()
+    finally:
+        db.close()
+
+
+def send_welcome_5_times(celery_app, queue, key):
+    user = {"id": 1, "username": "dora", "email": f"{key}@x.io"}
+    return [celery_app.send_task("email.send_welcome", args=[user], queue=queue,
+                                 headers={"x-celeriac-idempotency-key": key})
+            for _ in range(5)]
+
+
+def test_same_idempotency_key_5_times_sends_one_mail(workers, queue, celery_app, redis_client,
+                                                     data_dir):
+    workers.start(queue, "-c", "2")
+    key = uniq("welcome")
+    sent = send_welcome_5_times(celery_app, queue, key)
+    values = [r.get(timeout=60) for r in sent]
+    assert all(v == values[0] for v in values)  # the same outbox_id for every duplicate
+    assert len(outbox_rows(data_dir)) == 1
+    assert redis_client.hget(f"celeriac-idem-{key}", "state") == b"done"
+    assert 0 < redis_client.ttl(f"celeriac-idem-{key}") <= 86400
+
+
+def test_idempotency_key_survives_a_kill_between_store_and_ack(workers, queue, celery_app,
+                                                               data_dir):
+    a = workers.start(queue, "-c", "1",
+                      env={"CELERIAC_FAULT_KILL_BEFORE_ACK": "email.send_welcome"})
+    key = uniq("welcome")
+    sent = send_welcome_5_times(celery_app, queue, key)
+    assert a.wait() == -signal.SIGKILL  # the handler ran and stored, the ack never happened
+    workers.start(queue, "-c", "2")
+    values = [r.get(timeout=60) for r in sent]
+    assert all(v == values[0] for v in values)
+    assert len(outbox_rows(data_dir)) == 1
