@@ -214,13 +214,18 @@ static void solo_run(struct cel__sup *s, struct cel__job *j)
 void cel__pool_dispatch(struct cel__sup *s)
 {
     if (s->solo) {
-        for (int n = 0; n < 256 && s->qhead; n++)
-            solo_run(s, queue_pop(s));
+        for (int n = 0; n < 256 && s->qhead; n++) {
+            struct cel__job *j = queue_pop(s);
+            if (!cel__revoke_check(s, j))
+                solo_run(s, j);
+        }
         return;
     }
     struct cel__child *c;
     while (s->qhead && (c = idle_child(s))) {
         struct cel__job *j = queue_pop(s);
+        if (cel__revoke_check(s, j))
+            continue;
         if (send_job(s, c, j) < 0)
             cel__job_done(s, j, SETTLE_REQUEUE);
     }

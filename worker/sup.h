@@ -124,6 +124,15 @@ struct cel__sup {
     int exit_code;
     bool stop;
 
+    /* durable revocations, polled from Redis into an in-memory set */
+    struct cel__revoked {
+        char **ids; /* open addressing; NULL = empty */
+        bool *terminate;
+        size_t cap, n;
+    } revoked;
+    int64_t revoked_since_ms;
+    int64_t next_revoke_poll_us;
+
     /* test hook: CELERIAC_FAULT_KILL_BEFORE_ACK=<task> kills the worker after a batch holding
      * that task is stored (and its idempotency key completed) and before it is acked */
     const char *fault_kill_before_ack;
@@ -172,6 +181,12 @@ bool cel__idem_admit(struct cel__sup *s, struct cel__job *j);
 /* After the batch's results are stored: completes (final outcome) or releases the lease. */
 void cel__idem_finish(struct cel__sup *s, struct cel__job *j);
 void cel__idem_renew(struct cel__sup *s, int64_t now);
+
+/* revoke.c: durable revocation (celeriac-revoked in Redis) */
+void cel__revoke_poll(struct cel__sup *s, int64_t now);
+/* true when j's id is revoked: REVOKED 'revoked' is recorded and the job is settled */
+bool cel__revoke_check(struct cel__sup *s, struct cel__job *j);
+void cel__revoke_free(struct cel__sup *s);
 
 /* outcome.c */
 void cel__outcome_reply(struct cel__sup *s, struct cel__job *j, const struct cel__reply *r);

@@ -22,6 +22,8 @@ static int open_store(struct cel__sup *s)
     cel_url_redact(s->cfg->backend, where, sizeof where);
     if (rc < 0)
         cel_log_error("result backend %s: %s", where, *err ? err : cel_strerror(rc));
+    else
+        cel__revoke_poll(s, 0); /* revocations first, before any delivery can arrive */
     return rc;
 }
 
@@ -181,6 +183,7 @@ static void timers(struct cel__sup *s, int64_t now)
         cel_log_debug("broker tick: %s", s->bc->errstr(s->broker));
     summary(s, now);
     cel__idem_renew(s, now);
+    cel__revoke_poll(s, now);
 }
 
 static int poll_timeout_ms(const struct cel__sup *s, int64_t now)
@@ -347,6 +350,7 @@ int cel__supervisor_run(const struct cel__wcfg *cfg, struct cel__registry *reg)
         s->bc->free(s->broker);
     cel_store_free(s->store);
     free_jobs(s);
+    cel__revoke_free(s);
     cel__registry_unref(s->reg);
     free(s->pfds);
     free(s->pubbuf);

@@ -168,3 +168,40 @@ def test_idempotency_key_survives_a_kill_between_store_and_ack(workers, queue, c
     values = [r.get(timeout=60) for r in sent]
     assert all(v == values[0] for v in values)
     assert len(outbox_rows(data_dir)) == 1
+
+
+def producer_revoke(stack, task_id, *extra):
+    from conftest import BUILD
+
+    p = subprocess.run([str(BUILD / "bin" / "producer"), "revoke", task_id, *extra,
+                        "--broker", stack.broker, "--backend", stack.backend],
+                       capture_output=True, text=True, timeout=30)
+    assert p.returncode == 0, p.stderr
+
+
+def test_revoked_before_start_is_not_run_even_by_a_worker_started_later(
+        workers, queue, celery_app, redis_client, stack, data_dir):
+    import uuid
+
+    tid = str(uuid.uuid4())
+    producer_revoke(stack, tid)
+    name = uniq("never")
+    workers.start(queue)  # started after the revoke: it learns it from Redis
+    r = celery_app.send_task("bench.count", args=[name], queue=queue, task_id=tid)
+    meta = wait_meta(redis_client, r.id)
+    assert meta["status"] == "REVOKED"
+    assert meta["result"]["exc_message"] == ["revoked"]
+    assert celery_app.send_task("bench.count", args=[name], queue=queue).get(timeout=30) == 1
+
+
+def test_revoke_terminate_kills_the_running_child(workers, queue, celery_app, redis_client,
+                                                  stack):
+    w = workers.start(queue, "-c", "1")
+    r = celery_app.send_task("bench.sleep", args=[60], queue=queue)
+    w.wait_log('"outcome":"started"')
+    producer_revoke(stack, r.id, "--terminate")
+    meta = wait_meta(redis_client, r.id)
+    assert meta["status"] == "REVOKED"
+    assert meta["result"] == {"exc_type": "TaskRevokedError", "exc_message": ["terminated"],
+                              "exc_module": "celery.exceptions"}
+    assert celery_app.send_task("bench.noop", args=[5], queue=queue).get(timeout=30) == 5
