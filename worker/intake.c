@@ -77,6 +77,7 @@ static void queue_push(struct cel__sup *s, struct cel__job *j)
 {
     j->state = J_QUEUED;
     j->next = NULL;
+    j->queued_us = cel_mono_us();
     if (s->qtail)
         s->qtail->next = j;
     else

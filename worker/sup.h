@@ -44,6 +44,7 @@ struct cel__job {
     struct cel__registry *reg; /* holds a reference while the job lives */
     uint64_t seq;
     struct cel__child *child;
+    int64_t queued_us;        /* monotonic, when it entered the queue */
     int64_t started_us;       /* monotonic */
     int64_t hard_deadline_us; /* monotonic; 0 = none */
     double hard_limit_s;
@@ -90,6 +91,7 @@ struct cel__sup {
     struct cel__job *free_jobs;
     struct cel__job *qhead, *qtail; /* waiting for a child */
     size_t n_queued;
+    bool rate_waiting;              /* a rate-limited job waits for a token */
     struct cel__job *dhead, *dtail; /* done, waiting for the flush */
     struct cel__job *uhead, *utail; /* unsettled, in delivery order */
     size_t n_jobs;                  /* allocated */

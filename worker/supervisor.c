@@ -188,9 +188,9 @@ static void timers(struct cel__sup *s, int64_t now)
 
 static int poll_timeout_ms(const struct cel__sup *s, int64_t now)
 {
-    if ((s->connected && s->bc->pending(s->broker)) || (s->solo && s->qhead))
+    if ((s->connected && s->bc->pending(s->broker)) || (s->solo && s->qhead && !s->rate_waiting))
         return 0;
-    int64_t next = now + TICK_US;
+    int64_t next = now + (s->rate_waiting ? 20000 : TICK_US);
     int64_t dl = cel__pool_next_deadline(s);
     if (dl && dl < next)
         next = dl;

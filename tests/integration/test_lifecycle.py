@@ -205,3 +205,42 @@ def test_revoke_terminate_kills_the_running_child(workers, queue, celery_app, re
     assert meta["result"] == {"exc_type": "TaskRevokedError", "exc_message": ["terminated"],
                               "exc_module": "celery.exceptions"}
     assert celery_app.send_task("bench.noop", args=[5], queue=queue).get(timeout=30) == 5
+
+
+RATESVC = r"""
+#include <time.h>
+#include "celeriac/service.h"
+static int tick(const struct cel_host *host, struct cel_job *job, void *state)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return msgpack_pack_double(host->result(job), (double)ts.tv_sec + ts.tv_nsec / 1e9);
+}
+static const struct cel_task_def tasks[] = {
+    {.name = "ratesvc.tick", .handler = tick, .rate_limit = "4/s"},
+    {.name = NULL},
+};
+static const struct cel_service svc = {
+    .abi = CEL_SERVICE_ABI, .size = sizeof(struct cel_service), .name = "ratesvc", .tasks = tasks,
+};
+CEL_SERVICE_EXPORT(svc)
+"""
+
+
+def test_rate_limit_is_a_token_bucket_per_worker(workers, queue, celery_app, tmp_path):
+    d = tmp_path / "services"
+    d.mkdir()
+    src = tmp_path / "ratesvc.c"
+    src.write_text(RATESVC)
+    cflags = subprocess.run(["pkg-config", "--cflags", "msgpack"], capture_output=True,
+                            text=True, check=True).stdout.split()
+    subprocess.run(["cc", "-shared", "-fPIC", f"-I{ROOT / 'include'}", *cflags, str(src), "-o",
+                    str(d / "ratesvc.so")], check=True)
+    workers.start(queue, "-c", "2", services=d)
+    sent = [celery_app.send_task("ratesvc.tick", queue=queue) for _ in range(16)]
+    times = sorted(r.get(timeout=60) for r in sent)
+    # 4/s with a burst of 4: any window of one second holds at most 4 + 4 runs
+    for i, t in enumerate(times):
+        assert sum(1 for u in times[i:] if u - t < 1.0) <= 8
+    # 16 runs need at least (16 - 4) / 4 = 3 s of refill after the burst
+    assert times[-1] - times[0] >= 2.9
