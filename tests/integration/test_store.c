@@ -1042,7 +1042,7 @@ static void fake_server(int lfd)
 {
     int fd = accept(lfd, NULL, NULL);
     char buf[4096];
-    close(lfd); /* the store's reconnect is refused */
+    close(lfd);                            /* the store's reconnect is refused */
     ssize_t n = read(fd, buf, sizeof buf); /* PING */
     if (n <= 0 || write(fd, "+PONG\r\n", 7) != 7)
         _exit(1);
