@@ -168,8 +168,7 @@ build/fuzz/%: tests/fuzz/%.c $(LIB_SRCS)
 	clang -std=c11 -g -O1 -fsanitize=fuzzer,address,undefined $(CPPFLAGS_ALL:-DCEL_BUILD_DIR=%=) \
 	  $(PKG_CFLAGS) -o $@ $< $(LIB_SRCS) $(LIBS_ALL)
 
-bench:
-	$(MAKE) OPT='-O2 -DNDEBUG' all
+bench: all
 	bench/run.sh
 
 demo:

@@ -103,4 +103,57 @@ int cel_msgpack_repr(struct cel_span mp, size_t maxlen, struct cel_buf *out);
  * UTF-8, map keys strings, no ext types. The same checks the decoder applies to a body. */
 int cel_msgpack_validate(struct cel_span mp, const struct cel_limits *lim, char *err, size_t errlen);
 
+/* ---- internal to the codec (message.c, repr.c, json.c, result.c); other parts use the API above.
+ * A pure cursor over msgpack bytes: every read is bounds-checked, nothing is allocated. ---- */
+enum cel__mp_kind {
+    CEL__MP_NIL,
+    CEL__MP_BOOL,
+    CEL__MP_INT,  /* negative integers (i) */
+    CEL__MP_UINT, /* non-negative integers (u) */
+    CEL__MP_FLOAT,
+    CEL__MP_STR,
+    CEL__MP_BIN,
+    CEL__MP_ARRAY,
+    CEL__MP_MAP,
+    CEL__MP_EXT,
+};
+
+struct cel__mp_tok {
+    enum cel__mp_kind kind;
+    union {
+        bool b;
+        int64_t i;
+        uint64_t u;
+        double d;
+    } v;
+    const char *ptr; /* STR/BIN/EXT payload */
+    uint32_t len;    /* STR/BIN/EXT bytes, ARRAY/MAP element count */
+};
+
+/* Reads one token (for STR/BIN/EXT also its payload) and advances *p. 0 or CEL_EDECODE. */
+int cel__mp_next(const char **p, const char *end, struct cel__mp_tok *t);
+/* Skips one whole value without validating its content. 0 or CEL_EDECODE. */
+int cel__mp_skip(const char **p, const char *end);
+/* Validates one whole value (see cel_msgpack_validate), nested `depth` levels deep already;
+ * errors name `what` ("kwargs: map key 3 is not a string"). Advances *p. */
+int cel__mp_check(const char **p, const char *end, const struct cel_limits *lim, size_t depth,
+                  const char *what, char *err, size_t errlen);
+bool cel__utf8_valid(const char *s, size_t n);
+/* Python's repr() of a float ("1.0", "1e+16", "inf", "nan"); returns the length (< 32). */
+size_t cel__py_float_repr(double d, char out[32]);
+void cel__errf(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* msgpack writers (smallest encodings, as msgpack-python and msgpack-c 4.0 produce). */
+int cel__mp_put_nil(struct cel_buf *b);
+int cel__mp_put_bool(struct cel_buf *b, bool v);
+int cel__mp_put_int(struct cel_buf *b, int64_t v);
+int cel__mp_put_uint(struct cel_buf *b, uint64_t v);
+int cel__mp_put_double(struct cel_buf *b, double v);
+int cel__mp_put_str(struct cel_buf *b, const char *s, size_t n);
+int cel__mp_put_cstr(struct cel_buf *b, const char *s); /* NULL -> nil */
+int cel__mp_put_bin(struct cel_buf *b, const void *s, size_t n);
+int cel__mp_put_array(struct cel_buf *b, size_t n);
+int cel__mp_put_map(struct cel_buf *b, size_t n);
+
 #endif
