@@ -581,6 +581,66 @@ static void truncated_bytes_are_ebody(void **state)
     }
 }
 
+static bool clean_rc(int rc)
+{
+    return rc == 0 || rc == CEL_EBODY || rc == CEL_EUNSUPPORTED;
+}
+
+/* Byte-flipped signatures (fixed seed): every outcome is a clean status, never a crash (ASan). */
+static void mutated_signatures_fail_cleanly(void **state)
+{
+    struct cel_span full =
+        mp("[" SIG("m.cb", "[1, [2, {\"a\": \"b\"}], -5, 1.5]",
+                   "{\"queue\": \"q\", \"countdown\": 2, \"headers\": {\"h\": [1, {\"x\": null}]}, "
+                   "\"link\": [" SIG("m.x", "[]", "{}") "], \"chord\": " SIG(
+                       "m.b", "[]",
+                       "{}") "}") ", "
+                                  "{\"task\": \"celery.chain\", \"args\": [], \"kwargs\": "
+                                  "{\"tasks\": [" SIG("a.one", "[1]", "{}") ", " SIG(
+                                      "b.two", "[2]",
+                                      "{\"task_id\": \"t\"}") "]}, "
+                                                              "\"options\": {\"task_id\": "
+                                                              "\"last\"}, \"subtask_type\": "
+                                                              "\"chain\", \"immutable\": false}]");
+    char *orig = malloc(full.len); /* the arena is reset below */
+    memcpy(orig, full.ptr, full.len);
+    full.ptr = orig;
+    uint32_t seed = 12345;
+    for (int round = 0; round < 3000; round++) {
+        char *copy = malloc(full.len);
+        memcpy(copy, full.ptr, full.len);
+        for (int flips = 0; flips < 1 + round % 4; flips++) {
+            seed = seed * 1103515245u + 12345u;
+            size_t at = (seed >> 8) % full.len;
+            seed = seed * 1103515245u + 12345u;
+            copy[at] = (char)(seed >> 16);
+        }
+        struct cel_task done;
+        struct cel__outbox out;
+        struct cel_buf children = CEL_BUF_INIT;
+        const char **ids;
+        size_t n_ids;
+        struct cel__outmsg *body;
+        const char *body_id;
+        struct cel_exc *err;
+        done_init(&done, "t1");
+        done.callbacks = (struct cel_span){copy, full.len};
+        done.chain = (struct cel_span){copy, full.len};
+        done.errbacks = (struct cel_span){copy, full.len};
+        cel__outbox_init(&out);
+        assert_true(clean_rc(cel__canvas_success(&done, mp("1"), "o", &A, &out, &children)));
+        assert_true(clean_rc(cel__canvas_failure(&done, NULL, "o", &A, &out, &ids, &n_ids)));
+        done.chord = (struct cel_span){copy + 1, full.len - 1};
+        assert_true(
+            clean_rc(cel__canvas_chord_body(&done, mp("[]"), "o", &A, &body, &body_id, &err)));
+        cel_buf_free(&children);
+        free(copy);
+        if (round % 500 == 499)
+            cel_arena_reset(&A);
+    }
+    free(orig);
+}
+
 static void malformed_chord_parts_are_ebody(void **state)
 {
     static const char *const bad[] = {
@@ -632,6 +692,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(malformed_signatures_are_ebody, setup, teardown),
         cmocka_unit_test_setup_teardown(truncated_bytes_are_ebody, setup, teardown),
         cmocka_unit_test_setup_teardown(malformed_chord_parts_are_ebody, setup, teardown),
+        cmocka_unit_test_setup_teardown(mutated_signatures_fail_cleanly, setup, teardown),
     };
     return cmocka_run_group_tests_name("canvas", tests, NULL, NULL);
 }
