@@ -22,6 +22,8 @@ void cel_arena_init(struct cel_arena *a, size_t chunk_size)
 
 static struct cel__arena_chunk *chunk_new(size_t size)
 {
+    if (size > SIZE_MAX - sizeof(struct cel__arena_chunk))
+        return NULL;
     struct cel__arena_chunk *c = malloc(sizeof(*c) + size);
     if (c) {
         c->next = NULL;

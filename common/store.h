@@ -19,6 +19,24 @@ struct cel_store_opts {
     int command_timeout_ms; /* 0 = default 10000 */
 };
 
+/* Failure semantics (what the store does, and what the caller must do):
+ * - Before sending, a command reconnects once (AUTH, SELECT) if the connection is down or found
+ *   dead (an idle socket that reads EOF). Nothing was sent, so this is safe for every command.
+ * - If the connection breaks or times out after the send, the outcome is unknown. Commands that
+ *   are idempotent by construction are then resent once on a new connection: results (conditional
+ *   SETEX + PUBLISH; a repeat only republishes), gets, idempotency claim/complete/release/renew
+ *   (token-checked), revoke (ZADD of the same member), registry, chord_part (ZADD of the same
+ *   member; Celery's own protocol) and chord_cleanup. attempt_incr and cel_store_command are
+ *   never resent after such a send: they return CEL_ECONN, and the next call reconnects.
+ * - Otherwise the error is returned (CEL_ECONN for the connection, CEL_EAUTH for AUTH,
+ *   CEL_EREDIS for an error reply, CEL_ESCRIPT for a Lua error) with the detail in
+ *   cel_store_errstr(); the password never appears in it. The caller decides whether to retry:
+ *   the worker keeps the message unacked and retries the put with backoff (cel_store_reconnect
+ *   between attempts) until it succeeds, so a result is never lost to a Redis restart.
+ * - NOSCRIPT (script cache flushed, server restarted) is handled inside: SCRIPT LOAD, resend once.
+ * - The password may come from CELERIAC_REDIS_PASSWORD when the URL has none.
+ * Not thread-safe: one store per thread (or a lock around it). */
+
 /* Connects (and checks with PING). On failure *s is NULL and err says why. */
 int cel_store_open(struct cel_store **s, const struct cel_store_opts *o, char *err, size_t errlen);
 void cel_store_free(struct cel_store *s);
@@ -35,7 +53,9 @@ struct cel_store_put {
     int expires;          /* seconds; 0 = the store's result_expires */
 };
 /* Writes n results in one pipeline, each atomically: skipped if the stored status is SUCCESS,
- * else SETEX + PUBLISH on the key's channel. Returns 0 only when all n were recorded. */
+ * else SETEX + PUBLISH on the key's channel. Returns 0 only when all n were recorded (an item
+ * skipped because SUCCESS is already stored counts as recorded). One Lua script does the check
+ * and the write, so unlike Celery's GET-then-MULTI no concurrent writer can slip in between. */
 int cel_store_put_results(struct cel_store *s, const struct cel_store_put *items, size_t n);
 /* The stored meta bytes appended to out; CEL_ENOTFOUND when absent (PENDING). */
 int cel_store_get_result(struct cel_store *s, const char *task_id, struct cel_buf *out);
@@ -52,12 +72,17 @@ enum cel_idem_state {
     CEL_IDEM_RUNNING = 1, /* another worker holds an unexpired lease */
     CEL_IDEM_DONE = 2,    /* finished: the stored result meta is in out */
 };
+/* The record is a hash {state=running|done, token, meta}; while running, the key's PEXPIRE is
+ * the lease, so a dead claimer's record vanishes and the next claim takes over. Claiming again
+ * with the holder's token returns CLAIMED and restarts the lease. */
 int cel_store_idem_claim(struct cel_store *s, const char *key, const char *token, int lease_ms,
                          enum cel_idem_state *state, struct cel_buf *out);
-/* Marks done with the result meta, only if token still holds the lease (else CEL_EBUSY). */
+/* Marks done with the result meta (TTL ttl_s, 0 = result_expires), only if token still holds
+ * the lease, or the lease lapsed and nobody took it over (else CEL_EBUSY). Repeating it is 0. */
 int cel_store_idem_complete(struct cel_store *s, const char *key, const char *token,
                             struct cel_span meta, int ttl_s);
-/* Gives the lease up (final failure that should be retryable by a duplicate). */
+/* Gives the lease up (final failure that should be retryable by a duplicate). 0 when released
+ * or already absent; CEL_EBUSY when another token holds it or it is done. */
 int cel_store_idem_release(struct cel_store *s, const char *key, const char *token);
 /* Extends a held lease; CEL_EBUSY if lost. */
 int cel_store_idem_renew(struct cel_store *s, const char *key, const char *token, int lease_ms);
@@ -68,7 +93,10 @@ int cel_store_idem_renew(struct cel_store *s, const char *key, const char *token
 int cel_store_attempt_incr(struct cel_store *s, const char *task_id, int ttl_s, int64_t *count);
 int cel_store_attempt_clear(struct cel_store *s, const char *task_id);
 
-/* ---- revocations (sorted set celeriac-revoked, score = time revoked in ms) ---- */
+/* ---- revocations (sorted set celeriac-revoked, score = time revoked in ms) ----
+ * Members are "r:<id>" (revoke) or "t:<id>" (revoke and terminate); scores come from the Redis
+ * server's clock (TIME inside the script), so producers' clock skew cannot hide an entry from
+ * incremental polling. The same id may appear under both prefixes. */
 
 /* Records a revocation for ttl_s seconds (default 10800 when 0), pruning expired entries and
  * refreshing the key's TTL in one script. terminate asks workers to kill a running child. */
