@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[2]
 BUILD = Path(os.environ.get("CELERIAC_BUILD", ROOT / "build"))
 PYTHON = "/usr/bin/python3"
 START_TIMEOUT = 60  # seconds a process may take to start consuming
-RESULT_TIMEOUT = 60  # seconds a result may take (generous: CI machines are slow)
+RESULT_TIMEOUT = float(os.environ.get("CELERIAC_INTEROP_TIMEOUT", "60"))  # seconds per result
 
 
 def uniq(prefix):

@@ -122,8 +122,13 @@ def test_values_round_trip_through_noop(app, config, queues, cworker):
     cworker(q)
     values = COMMON_VALUES + (MSGPACK_ONLY if config == "msgpack" else [])
     sent = [(v, app.send_task("bench.noop", args=[v], queue=q)) for v in values]
+    wrong = []
     for v, res in sent:
-        assert_same(res.get(timeout=RESULT_TIMEOUT), v)
+        try:
+            assert_same(res.get(timeout=RESULT_TIMEOUT), v)
+        except Exception as e:  # collect every value that does not come back, then fail
+            wrong.append(f"{v!r:.60}: {type(e).__name__} {e}"[:200])
+    assert not wrong, "\n".join(wrong)
     # the whole list as one value, and as a keyword argument
     res = app.send_task("bench.noop", kwargs={"x": values}, queue=q)
     assert_same(res.get(timeout=RESULT_TIMEOUT), values)
