@@ -57,7 +57,9 @@ static int emit(const struct cel_task *t, struct cel_span body, const struct sin
 {
     const char *head[] = {t->task, t->id};
     const int64_t nums[] = {t->eta, t->expires, t->retries};
-    const char *tail[] = {t->root_id, t->parent_id, t->group, t->idempotency_key};
+    /* the encoder sends root_id = id when it is unset, so both sides sign it that way */
+    const char *root = t->root_id ? t->root_id : t->id;
+    const char *tail[] = {root, t->parent_id, t->group, t->idempotency_key};
     unsigned char fmt = (unsigned char)t->format;
     int rc = s->put(s->ctx, SIGN_MAGIC, strlen(SIGN_MAGIC));
     for (size_t i = 0; !rc && i < sizeof head / sizeof head[0]; i++)

@@ -2,15 +2,16 @@
  * refuse jobs that were not produced by someone holding the shared key. Pure apart from
  * cel_sign_load_key(), which reads one file.
  *
- * What is signed (format v1), every integer big-endian:
- *   "celeriac-sign-v1"                                  16 bytes, no length
- *   for each of task, id: a string field
- *   eta, expires, retries                               8 bytes each, int64 (us since epoch; 0 =
- * none) for each of root_id, parent_id, group, idempotency_key: a string field format 1 byte: 0
- * msgpack, 1 JSON body                                                8-byte length, then the raw
- * body bytes where a string field is 0x00 when absent (NULL), else 0x01, an 8-byte length, the
- * bytes. The body is the message body exactly as it travels (not the decoded parts). Any change to
- * these fields (a retry bumps retries, a countdown sets eta) needs a new signature. */
+ * What is signed (format v1); integers are big-endian:
+ * - the 16 bytes "celeriac-sign-v1";
+ * - task, id: string fields;
+ * - eta, expires, retries: int64, 8 bytes each (eta/expires in us since the epoch, 0 = none);
+ * - root_id, parent_id, group, idempotency_key: string fields (an unset root_id is signed as
+ *   the id, because cel_task_encode() sends root_id = id when it is unset);
+ * - format: 1 byte, 0 msgpack, 1 JSON;
+ * - the body: an 8-byte length, then the body bytes exactly as they travel.
+ * A string field is the byte 0x00 when absent (NULL), else 0x01, an 8-byte length, the bytes.
+ * Any change to these (a retry bumps retries, a countdown sets eta) needs a new signature. */
 #ifndef CEL_COMMON_SIGN_H
 #define CEL_COMMON_SIGN_H
 

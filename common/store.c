@@ -7,6 +7,8 @@
 #include <errno.h>
 #include <openssl/evp.h>
 #include <poll.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -225,7 +227,35 @@ static int load_script(struct cel_store *s, int script)
     return 0;
 }
 
-int cel__store_run(struct cel_store *s, const struct cel__pipe *p)
+/* hiredis writes with write(), so a peer that closed raises SIGPIPE, which kills a process that
+ * did not ignore it. As libpq does: block it in this thread around the I/O, and swallow one that
+ * we caused (it was not pending before). */
+void cel__sigpipe_block(struct cel__sigpipe *g)
+{
+    sigset_t pipe, pending;
+    sigemptyset(&pipe);
+    sigaddset(&pipe, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &pipe, &g->old);
+    /* only a signal the caller already blocked can be pending */
+    g->was_pending = sigismember(&g->old, SIGPIPE) && sigpending(&pending) == 0 &&
+                     sigismember(&pending, SIGPIPE);
+}
+
+void cel__sigpipe_restore(struct cel__sigpipe *g)
+{
+    sigset_t pipe, pending;
+    sigemptyset(&pipe);
+    sigaddset(&pipe, SIGPIPE);
+    sigpending(&pending);
+    if (!g->was_pending && sigismember(&pending, SIGPIPE)) {
+        struct timespec zero = {0, 0};
+        while (sigtimedwait(&pipe, NULL, &zero) < 0 && errno == EINTR)
+            ;
+    }
+    pthread_sigmask(SIG_SETMASK, &g->old, NULL);
+}
+
+static int run_pipe(struct cel_store *s, const struct cel__pipe *p)
 {
     bool resent = false, reloaded = false;
     for (;;) {
@@ -249,6 +279,15 @@ int cel__store_run(struct cel_store *s, const struct cel__pipe *p)
         if ((rc = load_script(s, p->script)) < 0)
             return rc;
     }
+}
+
+int cel__store_run(struct cel_store *s, const struct cel__pipe *p)
+{
+    struct cel__sigpipe g;
+    cel__sigpipe_block(&g);
+    int rc = run_pipe(s, p);
+    cel__sigpipe_restore(&g);
+    return rc;
 }
 
 struct call_ctx {

@@ -5,6 +5,8 @@
 #define CEL_COMMON_STORE_INTERNAL_H
 
 #include <hiredis/hiredis.h>
+#include <signal.h>
+#include <stdbool.h>
 
 #include "common/buf.h"
 #include "common/redis_url.h"
@@ -84,6 +86,14 @@ const char *cel__ctx_reason(const redisContext *c, char *buf, size_t len, int ti
 bool cel__idle_dead(redisContext *c);
 /* Frees *c and sets it to NULL (no-op on NULL). */
 void cel__drop(redisContext **c);
+
+/* SIGPIPE blocked in this thread around socket I/O (see store.c). */
+struct cel__sigpipe {
+    sigset_t old;
+    bool was_pending;
+};
+void cel__sigpipe_block(struct cel__sigpipe *g);
+void cel__sigpipe_restore(struct cel__sigpipe *g);
 
 /* Opens a connection (AUTH, SELECT) with the store's URL and timeouts. */
 int cel__store_connect(struct cel_store *s, redisContext **out);

@@ -275,9 +275,12 @@ int cel_store_wait_result(struct cel_store *s, const char *task_id, int timeout_
     if (asprintf(&channel, META_PREFIX "%s", task_id) < 0)
         return CEL_ENOMEM;
     int64_t deadline = timeout_ms < 0 ? -1 : mono_ms() + timeout_ms;
+    struct cel__sigpipe g;
+    cel__sigpipe_block(&g);
     int rc = wait_round(s, task_id, channel, deadline, out);
     if (rc == SUB_LOST) /* missed messages are covered by the GET of the new round */
         rc = wait_round(s, task_id, channel, deadline, out);
+    cel__sigpipe_restore(&g);
     free(channel);
     return rc == SUB_LOST ? CEL_ECONN : rc;
 }

@@ -268,7 +268,7 @@ static void success_is_sticky(void **state)
     pack_str(&pk, "status");
     pack_str(&pk, "SUCCESS");
     for (int i = 0; i < 15; i++) {
-        char k[8];
+        char k[16];
         snprintf(k, sizeof k, "k%d", i);
         pack_str(&pk, k);
         msgpack_pack_int(&pk, i);
@@ -1035,6 +1035,53 @@ static void unix_socket_and_auth(void **state)
     cel_buf_free(&out);
 }
 
+/* A fake server that answers PING, then half-closes (FIN) while the client is blocked writing a
+ * large pipeline, then closes (RST): the client's write fails with EPIPE, which must not kill
+ * the process with SIGPIPE (the default disposition during this test). */
+static void fake_server(int lfd)
+{
+    int fd = accept(lfd, NULL, NULL);
+    char buf[4096];
+    close(lfd);                            /* the store's reconnect is refused */
+    ssize_t n = read(fd, buf, sizeof buf); /* PING */
+    if (n <= 0 || write(fd, "+PONG\r\n", 7) != 7)
+        _exit(1);
+    n = read(fd, buf, sizeof buf); /* the start of the big EVALSHA */
+    shutdown(fd, SHUT_WR);
+    sleep_ms(100);
+    close(fd);
+    _exit(n > 0 ? 0 : 2);
+}
+
+static void broken_pipe_is_an_error(void **state)
+{
+    int lfd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof a;
+    assert_int_equal(bind(lfd, (struct sockaddr *)&a, sizeof a), 0);
+    assert_int_equal(listen(lfd, 4), 0);
+    assert_int_equal(getsockname(lfd, (struct sockaddr *)&a, &len), 0);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0)
+        fake_server(lfd);
+    close(lfd);
+    char url[96], id[96];
+    snprintf(url, sizeof url, "redis://127.0.0.1:%d/0", ntohs(a.sin_port));
+    struct cel_store *s = open_url(url);
+    void (*old)(int) = signal(SIGPIPE, SIG_DFL);
+    size_t big = 64 << 20;
+    char *meta = malloc(big);
+    assert_non_null(meta);
+    memset(meta, 'x', big);
+    struct cel_store_put p = {uid(id), {meta, big}, 60};
+    assert_int_equal(cel_store_put_results(s, &p, 1), CEL_ECONN);
+    signal(SIGPIPE, old);
+    reap_ok(pid);
+    free(meta);
+    cel_store_free(s);
+}
+
 /* ---- the writer for test_store_celery.py ---- */
 
 static void celery_writer(void **state)
@@ -1082,6 +1129,7 @@ int main(void)
         cmocka_unit_test(write_survives_restart),
         cmocka_unit_test(subscriber_survives_restart),
         cmocka_unit_test(unix_socket_and_auth),
+        cmocka_unit_test(broken_pipe_is_an_error),
         cmocka_unit_test(celery_writer),
     };
     if (getenv("CEL_STORE_CELERY_IDS"))

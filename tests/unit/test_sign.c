@@ -8,7 +8,8 @@
  *   def canon(task, id, eta=0, expires=0, retries=0, root=None, parent=None, group=None,
  *             ikey=None, fmt=0, body=b''):
  *       return (b'celeriac-sign-v1' + s(task) + s(id) + struct.pack('>qqq', eta, expires, retries)
- *               + s(root) + s(parent) + s(group) + s(ikey) + bytes([fmt])
+ *               + s(root if root is not None else id) + s(parent) + s(group) + s(ikey)
+ *               + bytes([fmt])
  *               + struct.pack('>Q', len(body)) + body)
  *   hmac.new(key, canon(...), hashlib.sha256).hexdigest()
  *
@@ -31,12 +32,13 @@ static const unsigned char KEY[] = "0123456789abcdef0123456789abcdef";
 #define KEYLEN (sizeof KEY - 1)
 static const char BODY1[] = "\x93\x91\x01\x80\x80"; /* msgpack [[1], {}, {}] */
 static const char CANON1[] =
-    "63656c65726961632d7369676e2d763101000000000000000a62656e63682e6e6f6f700100000000000000243030"
-    "3030303030302d303030302d303030302d303030302d30303030303030303030303100000000000000000000000000"
-    "0000000000000000000000000000000000000000000000059391018080";
-static const char VEC1[] = "ba27706bbe6f6bd4705d80dd115de3bfb824f9a8734a9189ffde4fef898f3858";
+    "63656c65726961632d7369676e2d763101000000000000000a62656e63682e6e6f6f7001000000000000002430"
+    "303030303030302d303030302d303030302d303030302d30303030303030303030303100000000000000000000"
+    "000000000000000000000000000001000000000000002430303030303030302d303030302d303030302d303030"
+    "302d3030303030303030303030310000000000000000000000059391018080";
+static const char VEC1[] = "2dbe09b0c29f71978a90a908b180681a43cda6e6f0b8d3d3d8793ed3f4d360fd";
 static const char VEC2[] = "8e213298ad0a124f1deb7dd6f48121c4779a7330c75588650aee39e136905583";
-static const char VEC3[] = "208817dfaede3fb349dc49e15c4a86f2b69cd13be0146b8a5aed001c722f3883";
+static const char VEC3[] = "0b4823d87bd5fde50696394821ac26209baa20d8a1b07a38ab7508fc43ab9c86";
 
 static struct cel_task task1(void)
 {
@@ -108,6 +110,17 @@ static void unsigned_fields_do_not_matter(void **state)
     assert_string_equal(a, b);
 }
 
+/* cel_task_encode() sends root_id = id when unset, so the two must sign alike. */
+static void unset_root_id_is_the_id(void **state)
+{
+    char a[CEL_SIGN_HEX_LEN + 1], b[CEL_SIGN_HEX_LEN + 1];
+    struct cel_task t = task1();
+    assert_int_equal(cel_sign_task(&t, (struct cel_span){BODY1, 5}, KEY, KEYLEN, a), 0);
+    t.root_id = t.id;
+    assert_int_equal(cel_sign_task(&t, (struct cel_span){BODY1, 5}, KEY, KEYLEN, b), 0);
+    assert_string_equal(a, b);
+}
+
 /* Each signed field, changed alone, changes the signature; so do absent-vs-empty and
  * moving bytes from one field to its neighbour. */
 static void every_signed_field_counts(void **state)
@@ -173,6 +186,50 @@ static void verify_accepts_and_rejects(void **state)
     assert_int_equal(
         cel_sign_verify(&t, (struct cel_span){"\x93\x91\x02\x80\x80", 5}, KEY, KEYLEN, NULL, 0),
         CEL_ESIGNATURE);
+}
+
+/* The producer's path (encode, sign the body, encode again with the signature) and the
+ * worker's (decode, verify) agree, for both body formats, with eta/expires through ISO text. */
+static void survives_encode_and_decode(void **state)
+{
+    for (int fmt = 0; fmt < 2; fmt++) {
+        struct cel_arena a;
+        struct cel_props props;
+        struct cel_table headers;
+        struct cel_buf body = CEL_BUF_INIT;
+        char sig[CEL_SIGN_HEX_LEN + 1], err[256];
+        cel_arena_init(&a, 0);
+        struct cel_task t;
+        cel_task_init(&t);
+        t.task = "email.send_welcome";
+        t.id = "7d4c2a9e-5b1f-4f0e-9a61-3c2d1e0f9b88";
+        t.eta = 1795000000123456;
+        t.expires = 1795000060000001;
+        t.retries = 2;
+        t.group = "g";
+        t.idempotency_key = "welcome:42";
+        t.args = (struct cel_span){"\x91\x01", 2};
+        t.kwargs = (struct cel_span){"\x80", 1};
+        t.format = (enum cel_format)fmt;
+        assert_int_equal(cel_task_encode(&t, &a, &props, &headers, &body), 0);
+        assert_int_equal(cel_sign_task(&t, cel_buf_span(&body), KEY, KEYLEN, sig), 0);
+        t.signature = sig;
+        cel_buf_clear(&body);
+        assert_int_equal(cel_task_encode(&t, &a, &props, &headers, &body), 0);
+
+        struct cel_task back;
+        assert_int_equal(cel_task_decode(&back, &a, &props, &headers, body.data, body.len,
+                                         &cel_default_limits, err, sizeof err),
+                         0);
+        assert_string_equal(back.signature, sig);
+        assert_int_equal(cel_sign_verify(&back, cel_buf_span(&body), KEY, KEYLEN, err, sizeof err),
+                         0);
+        back.retries++;
+        assert_int_equal(cel_sign_verify(&back, cel_buf_span(&body), KEY, KEYLEN, err, sizeof err),
+                         CEL_ESIGNATURE);
+        cel_buf_free(&body);
+        cel_arena_free(&a);
+    }
 }
 
 static void bad_arguments(void **state)
@@ -282,8 +339,10 @@ int main(void)
         cmocka_unit_test(canonical_bytes_match_layout),
         cmocka_unit_test(fixed_vectors),
         cmocka_unit_test(unsigned_fields_do_not_matter),
+        cmocka_unit_test(unset_root_id_is_the_id),
         cmocka_unit_test(every_signed_field_counts),
         cmocka_unit_test(verify_accepts_and_rejects),
+        cmocka_unit_test(survives_encode_and_decode),
         cmocka_unit_test(bad_arguments),
         cmocka_unit_test_setup_teardown(key_file_good, make_dir, remove_dir),
         cmocka_unit_test_setup_teardown(key_file_refused, make_dir, remove_dir),
