@@ -25,7 +25,7 @@ enum job_state {
     J_DONE,    /* outcome known: publish -> store -> settle pending (the flush) */
 };
 
-enum job_stage { STAGE_PUBLISH, STAGE_STORE, STAGE_SETTLE };
+enum job_stage { STAGE_PUBLISH, STAGE_STORE, STAGE_CHORD, STAGE_SETTLE };
 enum job_settle { SETTLE_ACK, SETTLE_REQUEUE, SETTLE_NONE };
 enum job_kill { KILL_NONE, KILL_TIMELIMIT, KILL_REVOKED };
 
@@ -59,8 +59,9 @@ struct cel__job {
     size_t n_puts, cap_puts;
     const char *outcome; /* for the log line */
     /* idempotency */
-    const char *idem_token;    /* non-NULL while this job holds the lease */
-    struct cel_span idem_meta; /* the final meta to complete the key with */
+    const char *idem_token;      /* non-NULL while this job holds the lease */
+    struct cel_span idem_meta;   /* the final meta to complete the key with */
+    struct cel_span chord_entry; /* a chord header part: its encoded [1, id, state, result] */
 };
 
 struct cel__child {
