@@ -688,9 +688,17 @@ static int settle_check(struct cel__amqp *b, uint64_t gen, uint64_t *tag, amqp_c
     }
     if (!b->rx.st)
         return CEL_ECONN;
-    *ch = (*tag & CEL__AMQP_GET_TAG) ? CEL__AMQP_GET_CH : CEL__AMQP_CH;
-    *tag &= ~CEL__AMQP_GET_TAG;
-    return *ch == CEL__AMQP_GET_CH && !b->rx.get_open ? CEL_ESTALE : 0;
+    *ch = CEL__AMQP_CH;
+    if (!(*tag & CEL__AMQP_GET_TAG))
+        return 0;
+    *ch = CEL__AMQP_GET_CH;
+    uint64_t epoch = (*tag >> CEL__AMQP_EPOCH_SHIFT) & CEL__AMQP_EPOCH_MASK;
+    *tag &= (UINT64_C(1) << CEL__AMQP_EPOCH_SHIFT) - 1;
+    if (b->rx.get_open && epoch == (b->rx.get_epoch & CEL__AMQP_EPOCH_MASK))
+        return 0;
+    cel__amqp_seterr(b, "delivery %llu came from a get channel that has closed since",
+                     (unsigned long long)*tag);
+    return CEL_ESTALE;
 }
 
 static int sent(struct cel__amqp *b, int st, const char *what)
@@ -826,8 +834,9 @@ static int amqp_get(struct cel_broker *broker, const char *name, struct cel_deli
     if (r.reply.id == AMQP_BASIC_GET_EMPTY_METHOD)
         return CEL_ENOTFOUND;
     const amqp_basic_get_ok_t *ok = r.reply.decoded;
-    struct envelope e = {ok->delivery_tag | CEL__AMQP_GET_TAG, ok->redelivered, ok->exchange,
-                         ok->routing_key, name};
+    uint64_t epoch = (b->rx.get_epoch & CEL__AMQP_EPOCH_MASK) << CEL__AMQP_EPOCH_SHIFT;
+    struct envelope e = {ok->delivery_tag | epoch | CEL__AMQP_GET_TAG, ok->redelivered,
+                         ok->exchange, ok->routing_key, name};
     amqp_message_t msg;
     r = amqp_read_message(b->rx.st, CEL__AMQP_GET_CH, &msg, 0);
     if (r.reply_type != AMQP_RESPONSE_NORMAL) {

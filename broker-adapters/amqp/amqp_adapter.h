@@ -12,7 +12,11 @@
 
 #define CEL__AMQP_CH 1     /* the consuming channel on rx, the publishing channel on tx */
 #define CEL__AMQP_GET_CH 2 /* basic.get on rx, so its content never mixes with deliveries */
-#define CEL__AMQP_GET_TAG (UINT64_C(1) << 63) /* marks a delivery tag of the get channel */
+/* A delivery tag from the get channel carries bit 63 and, in bits 48..62, the epoch of that
+ * channel, so reopening it makes its old tags stale without touching the consumer's. */
+#define CEL__AMQP_GET_TAG (UINT64_C(1) << 63)
+#define CEL__AMQP_EPOCH_SHIFT 48
+#define CEL__AMQP_EPOCH_MASK UINT64_C(0x7fff)
 
 /* One AMQP connection. */
 struct cel__amqp_conn {
@@ -20,6 +24,7 @@ struct cel__amqp_conn {
     const char *name;           /* "consumer" or "publisher", for errors */
     bool tx;                    /* publisher: confirm.select on its channel */
     bool get_open;              /* rx: the get channel is open */
+    uint64_t get_epoch;         /* rx: incremented when the get channel closes */
     uint64_t next_seq;          /* tx: publish sequence number of the next message */
     bool delay_declared;        /* tx: delay levels declared on this connection */
     int64_t hb_sent_us;         /* last heartbeat sent by tick() */
