@@ -98,7 +98,7 @@ int cel_json_to_msgpack(const char *json, size_t len, const struct cel_limits *l
         return CEL_ETOOBIG;
     }
     json_error_t e;
-    json_t *root = json_loadb(json, len, JSON_DECODE_ANY | JSON_ALLOW_NUL, &e);
+    json_t *root = json_loadb(json ? json : "", len, JSON_DECODE_ANY | JSON_ALLOW_NUL, &e);
     if (!root) {
         cel__errf(err, errlen, "line %d col %d: %s", e.line, e.column, e.text);
         return jansson_status(&e);
@@ -264,6 +264,8 @@ static int m2j_step(struct m2j *c)
 
 int cel_msgpack_to_json(struct cel_span mp, struct cel_buf *out)
 {
+    if (!mp.ptr)
+        mp.ptr = "";
     struct m2j c = {.b = out, .p = mp.ptr, .end = mp.ptr + mp.len, .cap = 32};
     c.stack = c.inl;
     size_t start = out->len;

@@ -357,6 +357,8 @@ int cel_msgpack_validate(struct cel_span mp, const struct cel_limits *lim, char 
 {
     if (!lim)
         lim = &cel_default_limits;
+    if (!mp.ptr)
+        mp.ptr = ""; /* (NULL, 0): no arithmetic on NULL */
     const char *p = mp.ptr, *end = mp.ptr + mp.len;
     int rc = cel__mp_check(&p, end, lim, 0, "value", err, errlen);
     if (rc == 0 && p != end) {
@@ -559,7 +561,7 @@ static int hdr_err(const struct hdr_ctx *c, int rc, const char *why)
 
 static int copy_str(const struct hdr_ctx *c, const struct cel_value *v, const char **out)
 {
-    if (memchr(v->u.s.ptr, 0, v->u.s.len))
+    if (v->u.s.len && memchr(v->u.s.ptr, 0, v->u.s.len))
         return hdr_err(c, CEL_EHEADER, "contains a NUL byte");
     *out = cel_arena_strndup(c->a, v->u.s.ptr, v->u.s.len);
     return *out ? 0 : hdr_err(c, CEL_ENOMEM, "out of memory");
@@ -979,6 +981,8 @@ int cel_task_decode(struct cel_task *t, struct cel_arena *a, const struct cel_pr
 {
     if (!lim)
         lim = &cel_default_limits;
+    if (!body)
+        body = "";
     cel_task_init(t);
     t->lang = NULL;
     if (len > lim->max_body) {

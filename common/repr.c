@@ -218,6 +218,8 @@ static int step(struct repr *r)
 
 int cel_msgpack_repr(struct cel_span mp, size_t maxlen, struct cel_buf *out)
 {
+    if (!mp.ptr)
+        mp.ptr = "";
     struct repr r = {.out = out, .p = mp.ptr, .end = mp.ptr + mp.len};
     r.limited = maxlen > 0;
     r.left = (long long)maxlen;

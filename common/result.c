@@ -357,6 +357,8 @@ int cel_result_decode(struct cel_result_view *v, struct cel_arena *a, const void
                       enum cel_format fmt, char *err, size_t errlen)
 {
     memset(v, 0, sizeof *v);
+    if (!data)
+        data = "";
     if (fmt != CEL_FMT_JSON)
         return decode_mp(v, a, data, len, err, errlen);
     struct cel_buf mp = CEL_BUF_INIT;

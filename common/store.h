@@ -65,7 +65,8 @@ int cel_store_get_result(struct cel_store *s, const char *task_id, struct cel_bu
 int cel_store_wait_result(struct cel_store *s, const char *task_id, int timeout_ms,
                           struct cel_buf *out);
 
-/* ---- idempotency (celeriac-idem-<key>): absent -> running(token, lease) -> done(meta, ttl) ---- */
+/* ---- idempotency (celeriac-idem-<key>): absent -> running(token, lease) -> done(meta, ttl) ----
+ */
 
 enum cel_idem_state {
     CEL_IDEM_CLAIMED = 0, /* the caller holds the lease: run the handler */
@@ -104,8 +105,7 @@ int cel_store_revoke(struct cel_store *s, const char *task_id, bool terminate, i
 /* Calls fn for every revocation recorded at or after since_ms; *latest_ms receives the newest
  * score seen (pass it back as since_ms for incremental polling). */
 int cel_store_revoked_since(struct cel_store *s, int64_t since_ms, int64_t *latest_ms,
-                            void (*fn)(void *ctx, const char *task_id, bool terminate),
-                            void *ctx);
+                            void (*fn)(void *ctx, const char *task_id, bool terminate), void *ctx);
 
 /* ---- worker registry (celeriac-worker-<hostname>, a JSON document) ---- */
 

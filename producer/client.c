@@ -58,7 +58,7 @@ static int config_copy(struct cel_client *c, const struct cel_client_config *cfg
     c->tls_insecure = cfg->tls_insecure;
     c->max_priority = cfg->max_priority;
     c->connect_timeout_ms = cfg->connect_timeout_ms > 0 ? cfg->connect_timeout_ms : 5000;
-    c->reconnect_timeout_ms = cfg->reconnect_timeout_ms > 0 ? cfg->reconnect_timeout_ms : 15000;
+    c->reconnect_timeout_ms = cfg->reconnect_timeout_ms > 0 ? cfg->reconnect_timeout_ms : 60000;
     c->batch_max = cfg->batch_max ? cfg->batch_max : 500;
     c->format = cfg->format == CEL_CLIENT_FMT_JSON ? CEL_FMT_JSON : CEL_FMT_MSGPACK;
     return 0;

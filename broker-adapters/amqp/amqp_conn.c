@@ -50,6 +50,7 @@ void cel__amqp_conn_drop(struct cel__amqp_conn *c)
         amqp_destroy_connection(c->st);
     c->st = NULL;
     c->get_open = false;
+    c->get_epoch++;
     c->delay_declared = false;
 }
 
@@ -57,6 +58,8 @@ void cel__amqp_conn_close(struct cel__amqp_conn *c)
 {
     if (!c->st)
         return;
+    struct timeval tv = {2, 0}; /* do not hang on a broker that went away */
+    amqp_set_rpc_timeout(c->st, &tv);
     amqp_connection_close(c->st, AMQP_REPLY_SUCCESS);
     cel__amqp_conn_drop(c);
 }
@@ -193,8 +196,8 @@ int cel__amqp_channel_reopen(struct cel__amqp *b, struct cel__amqp_conn *c, amqp
 {
     if (ch == CEL__AMQP_GET_CH) {
         c->get_open = false;
-        b->gen += !c->tx; /* its delivery tags are gone */
-        return 0;         /* reopened on the next get() */
+        c->get_epoch++; /* its delivery tags are gone */
+        return 0;       /* reopened on the next get() */
     }
     int rc = channel_setup(b, c, ch);
     if (rc != 0)

@@ -44,7 +44,7 @@ struct cel_client_config {
     enum cel_client_format format; /* default msgpack */
     int connect_timeout_ms;        /* 0 = 5000 */
     int reconnect_timeout_ms;      /* how long a flush keeps reconnecting after a connection
-                                      loss before giving up; 0 = 15000 */
+                                      loss before giving up; 0 = 60000 */
     size_t batch_max;              /* cel_client_add flushes by itself at this many; 0 = 500 */
     const char *queue_type;        /* declared queues: NULL/"classic" or "quorum" (must match
                                       the workers' declaration) */
