@@ -60,8 +60,10 @@ class Stack:
     def _sh(self, *args, timeout=180):
         env = dict(os.environ, CELERIAC_RUN_DIR=str(self.run_dir))
         env.pop("STACK_TLS", None)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        # cwd: the Erlang VM drops erl_crash.dump into its working directory
         r = subprocess.run([str(ROOT / "scripts/stack.sh"), *args], env=env, capture_output=True,
-                           text=True, timeout=timeout)
+                           text=True, timeout=timeout, cwd=self.run_dir)
         if r.returncode != 0:
             raise AssertionError(f"stack.sh {' '.join(args)} failed ({r.returncode}): {r.stderr[-2000:]}")
         return r.stdout
