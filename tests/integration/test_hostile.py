@@ -89,6 +89,13 @@ def _deep(levels):
     return b"\x93" + b"\x91" * levels + b"\xc0" + b"\x80\x80"
 
 
+def _nest(levels):
+    v = []
+    for _ in range(levels):
+        v = [v]
+    return v
+
+
 VALID = body([1], {})
 CASES = {
     "not_msgpack": (b"\xc1\xc1 this is not msgpack at all", {}, {}),
@@ -132,6 +139,13 @@ CASES = {
     "eta_is_int": (VALID, {"eta": 12345}, {}),
     "expires_nonsense": (VALID, {"expires": "yesterday"}, {}),
     "unknown_task": (VALID, {"task": "bench.does_not_exist"}, {}),
+    "group_index_is_str": (VALID, {"group_index": "first"}, {}),
+    "ignore_result_is_str": (VALID, {"ignore_result": "no"}, {}),
+    "parent_id_is_list": (VALID, {"parent_id": ["a", "b"]}, {}),
+    "idempotency_key_is_int": (VALID, {"x-celeriac-idempotency-key": 7}, {}),
+    "signature_is_table": (VALID, {"x-celeriac-signature": {"alg": "none"}}, {}),
+    "header_nested_300_deep": (VALID, {"task": 1, "x-deep": _nest(300)}, {}),
+    "headers_5000_keys": (VALID, {"task": 1, **{f"x-k{i}": i for i in range(5000)}}, {}),
 }
 
 
