@@ -191,6 +191,10 @@ void cel__revoke_poll(struct cel__sup *s, int64_t now);
 bool cel__revoke_check(struct cel__sup *s, struct cel__job *j);
 void cel__revoke_free(struct cel__sup *s);
 
+/* presence.c: the worker registry in Redis (producer inspect workers) */
+void cel__presence_beat(struct cel__sup *s, int64_t now);
+void cel__presence_leave(struct cel__sup *s);
+
 /* outcome.c */
 void cel__outcome_reply(struct cel__sup *s, struct cel__job *j, const struct cel__reply *r);
 void cel__outcome_crash(struct cel__sup *s, struct cel__job *j, int status);

@@ -184,6 +184,7 @@ static void timers(struct cel__sup *s, int64_t now)
     summary(s, now);
     cel__idem_renew(s, now);
     cel__revoke_poll(s, now);
+    cel__presence_beat(s, now);
 }
 
 static int poll_timeout_ms(const struct cel__sup *s, int64_t now)
@@ -346,6 +347,7 @@ int cel__supervisor_run(const struct cel__wcfg *cfg, struct cel__registry *reg)
         run_loop(s);
     }
     cel__pool_stop(s, s->stop || s->exit_code != 0);
+    cel__presence_leave(s);
     if (s->broker)
         s->bc->free(s->broker);
     cel_store_free(s->store);

@@ -262,3 +262,17 @@ def test_ignore_result_stores_nothing_on_success(workers, queue, celery_app, red
     after = celery_app.send_task("bench.noop", args=[2], queue=queue)
     assert after.get(timeout=30) == 2  # one child, FIFO: the ignored job finished first
     assert redis_client.get(f"celery-task-meta-{ignored.id}") is None
+
+
+def test_worker_registers_itself_and_leaves_on_shutdown(workers, queue, redis_client):
+    import json
+
+    w = workers.start(queue, "-c", "2")
+    key = f"celeriac-worker-{w.hostname}"
+    doc = json.loads(wait_for(lambda: redis_client.get(key), what="the registry entry"))
+    assert doc["hostname"] == w.hostname and doc["pid"] == w.pid
+    assert doc["queues"] == [queue] and doc["concurrency"] == 2
+    assert "bench.noop" in doc["tasks"] and "users.create" in doc["tasks"]
+    assert 0 < redis_client.ttl(key) <= 30
+    assert w.stop() == 0
+    assert redis_client.get(key) is None
