@@ -75,8 +75,11 @@ struct cel__child {
     struct cel_buf out;
     size_t out_off;
     unsigned jobs_done;
-    bool retiring; /* close after the current job */
-    bool hup;      /* its socket reported HUP/ERR: wait for SIGCHLD */
+    bool retiring;         /* close after the current job */
+    bool hup;              /* its socket reported HUP/ERR: wait for SIGCHLD */
+    int64_t spawned_us;    /* monotonic */
+    int64_t respawn_at_us; /* a child that keeps dying at startup is respawned with backoff */
+    unsigned fast_fails;
 };
 
 struct cel__sup {
@@ -175,6 +178,7 @@ void cel__pool_reap(struct cel__sup *s);
 void cel__pool_check_limits(struct cel__sup *s, int64_t now);
 void cel__pool_stop(struct cel__sup *s, bool kill_now);
 void cel__pool_retire_all(struct cel__sup *s);
+void cel__pool_maintain(struct cel__sup *s, int64_t now);
 int64_t cel__pool_next_deadline(const struct cel__sup *s);
 
 /* idem.c: idempotency keys (x-celeriac-idempotency-key) */

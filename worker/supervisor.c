@@ -178,6 +178,7 @@ static void summary(struct cel__sup *s, int64_t now)
 static void timers(struct cel__sup *s, int64_t now)
 {
     cel__pool_check_limits(s, now);
+    cel__pool_maintain(s, now);
     try_reconnect(s, now);
     if (s->connected && s->bc->tick(s->broker) < 0)
         cel_log_debug("broker tick: %s", s->bc->errstr(s->broker));
