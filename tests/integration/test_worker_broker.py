@@ -12,12 +12,13 @@ from conftest import ROOT, result_meta, uniq, wait_for, wait_meta
 
 
 @pytest.fixture(scope="module")
-def private_stack():
+def private_stack(tmp_path_factory):
     run = ROOT / ".run" / uniq("wstack")
+    cwd = tmp_path_factory.mktemp("stack-cwd")  # Erlang tools drop erl_crash.dump in the cwd
     env = dict(os.environ, CELERIAC_RUN_DIR=str(run))
     env.pop("STACK_TLS", None)
     up = subprocess.run([str(ROOT / "scripts" / "stack.sh"), "up"], env=env, capture_output=True,
-                        text=True, timeout=180)
+                        text=True, timeout=180, cwd=cwd)
     if up.returncode != 0:
         pytest.fail(f"cannot start a private stack: {up.stderr}")
     values = {}
@@ -26,15 +27,15 @@ def private_stack():
         if "=" in line:
             k, v = line.split("=", 1)
             values[k] = v.strip("'\"")
-    yield env, values
-    subprocess.run([str(ROOT / "scripts" / "stack.sh"), "down"], env=env, timeout=120)
+    yield env, values, cwd
+    subprocess.run([str(ROOT / "scripts" / "stack.sh"), "down"], env=env, timeout=120, cwd=cwd)
 
 
 def test_worker_survives_a_rabbitmq_restart(private_stack, workers, tmp_path):
     import redis
     from celery import Celery
 
-    env, values = private_stack
+    env, values, cwd = private_stack
     broker, backend = values["CELERIAC_BROKER_URL"], values["CELERIAC_RESULT_BACKEND"]
     app = Celery("restart", broker=broker, backend=backend)
     app.conf.update(task_serializer="msgpack", result_serializer="msgpack",
@@ -47,7 +48,7 @@ def test_worker_survives_a_rabbitmq_restart(private_stack, workers, tmp_path):
         slow = app.send_task("bench.sleep", args=[3], queue=q)
         w.wait_log('"outcome":"started"')
         subprocess.run([str(ROOT / "scripts" / "stack.sh"), "restart-rabbitmq"], env=env,
-                       check=True, capture_output=True, timeout=180)
+                       check=True, capture_output=True, timeout=180, cwd=cwd)
         # the running job finished during the outage: its result is stored all the same
         assert wait_meta(store, slow.id)["status"] == "SUCCESS"
         w.wait_log("broker reconnected", timeout=120)
