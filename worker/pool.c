@@ -162,16 +162,78 @@ static struct cel__child *idle_child(struct cel__sup *s)
     return NULL;
 }
 
-static struct cel__job *queue_pop(struct cel__sup *s)
+/* Removes j (whose predecessor is prev, NULL at the head) from the queue. */
+static void queue_unlink(struct cel__sup *s, struct cel__job *prev, struct cel__job *j)
 {
-    struct cel__job *j = s->qhead;
-    if (j) {
+    if (prev)
+        prev->next = j->next;
+    else
         s->qhead = j->next;
-        if (!s->qhead)
-            s->qtail = NULL;
-        s->n_queued--;
-        j->next = NULL;
+    if (s->qtail == j)
+        s->qtail = prev;
+    s->n_queued--;
+    j->next = NULL;
+}
+
+/* Rate limits: a token bucket per task; a job without a token waits in the queue (later jobs
+ * go ahead of it) for up to RATE_WAIT_US, then goes back to the broker through a short delay. */
+#define RATE_WAIT_US 1000000
+#define RATE_REQUEUE_DELAY_S 1
+
+static bool take_token(struct cel__bucket *b, double rate, int64_t now)
+{
+    double cap = rate < 1 ? 1 : rate;
+    b->tokens += (double)(now - b->last_us) / 1e6 * rate;
+    if (b->tokens > cap)
+        b->tokens = cap;
+    b->last_us = now;
+    if (b->tokens < 1)
+        return false;
+    b->tokens -= 1;
+    return true;
+}
+
+static void rate_requeue(struct cel__sup *s, struct cel__job *j)
+{
+    struct cel_publish *p = cel_arena_alloc(&j->arena, sizeof *p);
+    if (!p) {
+        cel__job_done(s, j, SETTLE_REQUEUE);
+        return;
     }
+    *p = (struct cel_publish){"",        j->d.queue,           &j->d.props, &j->d.headers,
+                              j->d.body, RATE_REQUEUE_DELAY_S, false};
+    j->pubs = p;
+    j->n_pubs = j->cap_pubs = 1;
+    j->outcome = "rate-limited";
+    cel_log_debug("task %s: rate limit %s: back to the broker for %d s", j->t.id,
+                  j->entry->def->rate_limit, RATE_REQUEUE_DELAY_S);
+    cel__job_done(s, j, SETTLE_ACK);
+}
+
+/* The next job that may run now, unlinked from the queue; NULL when none. */
+static struct cel__job *queue_take(struct cel__sup *s)
+{
+    int64_t now = 0;
+    struct cel__job *prev = NULL, *j = s->qhead, *next;
+    s->rate_waiting = false;
+    for (; j; j = next) {
+        next = j->next;
+        struct cel__bucket *b = j->entry->bucket;
+        if (!b)
+            break;
+        now = now ? now : cel_mono_us();
+        if (take_token(b, j->entry->rate_per_s, now))
+            break;
+        if (now - j->queued_us >= RATE_WAIT_US) {
+            queue_unlink(s, prev, j);
+            rate_requeue(s, j);
+            continue;
+        }
+        s->rate_waiting = true;
+        prev = j;
+    }
+    if (j)
+        queue_unlink(s, prev, j);
     return j;
 }
 
@@ -214,13 +276,18 @@ static void solo_run(struct cel__sup *s, struct cel__job *j)
 void cel__pool_dispatch(struct cel__sup *s)
 {
     if (s->solo) {
-        for (int n = 0; n < 256 && s->qhead; n++)
-            solo_run(s, queue_pop(s));
+        struct cel__job *j;
+        for (int n = 0; n < 256 && (j = queue_take(s)); n++) {
+            if (!cel__revoke_check(s, j))
+                solo_run(s, j);
+        }
         return;
     }
     struct cel__child *c;
-    while (s->qhead && (c = idle_child(s))) {
-        struct cel__job *j = queue_pop(s);
+    struct cel__job *j;
+    while (s->qhead && (c = idle_child(s)) && (j = queue_take(s))) {
+        if (cel__revoke_check(s, j))
+            continue;
         if (send_job(s, c, j) < 0)
             cel__job_done(s, j, SETTLE_REQUEUE);
     }

@@ -6,6 +6,7 @@
 #include <amqp.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "broker-adapters/amqp/amqp_internal.h"
 #include "common/amqp_url.h"
@@ -79,6 +80,19 @@ int cel__amqp_close_frame(struct cel__amqp *b, struct cel__amqp_conn *c, const a
  * again and a new generation on rx). */
 int cel__amqp_channel_reopen(struct cel__amqp *b, struct cel__amqp_conn *c, amqp_channel_t ch);
 int64_t cel__amqp_mono_us(void);
+
+static inline bool cel__amqp_same_bytes(amqp_bytes_t a, const char *s, size_t n)
+{
+    return a.len == n && (n == 0 || memcmp(a.bytes, s, n) == 0);
+}
+
+/* amqp_publish.c */
+/* Reads what the broker sent on tx without waiting (closes; rabbitmq-c sends heartbeats). */
+void cel__amqp_tx_service(struct cel__amqp *b);
+/* tx open and serviced: reopened (one pass over the URLs) when the broker closed it. */
+int cel__amqp_tx_ready(struct cel__amqp *b);
+int cel__amqp_publish(struct cel_broker *broker, const struct cel_publish *msgs, size_t n,
+                      size_t *confirmed);
 
 /* amqp.c */
 int cel__amqp_consume_all(struct cel__amqp *b);
