@@ -29,6 +29,7 @@ struct cel__amqp_conn {
     uint64_t next_seq;          /* tx: publish sequence number of the next message */
     bool delay_declared;        /* tx: delay levels declared on this connection */
     int64_t hb_sent_us;         /* last heartbeat sent by tick() */
+    unsigned opens;             /* successful opens, for tests and diagnostics */
 };
 
 struct cel__amqp_queue {

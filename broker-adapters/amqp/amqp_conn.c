@@ -164,6 +164,7 @@ int cel__amqp_conn_open(struct cel__amqp *b, struct cel__amqp_conn *c, size_t ur
         return rc == CEL_ECHANNEL || rc == CEL_ENOTFOUND ? CEL_ECONN : rc;
     }
     c->hb_sent_us = cel__amqp_mono_us();
+    c->opens++;
     return 0;
 }
 

@@ -10,6 +10,7 @@
 #include <cmocka.h>
 #include <poll.h>
 
+#include "broker-adapters/amqp/amqp_adapter.h"
 #include "test_broker_util.h"
 
 static const char *url;
@@ -495,6 +496,8 @@ static void heartbeats_flow_with_poll_and_next0(void **state)
     assert_int_equal(cel_broker_open(&b, &o, err, sizeof err), 0);
     assert_int_equal(f->c->declare(b, f->q), 0);
     assert_int_equal(f->c->consume(b, f->q, 1), 0);
+    const struct cel__amqp *in = (const struct cel__amqp *)(const void *)b;
+    unsigned tx_opens = in->tx.opens;
     struct cel_delivery d;
     int64_t end = test_now_us() + 9000000;
     while (test_now_us() < end) {
@@ -505,10 +508,13 @@ static void heartbeats_flow_with_poll_and_next0(void **state)
         int rc = f->c->next(b, &d, &f->a, 0);
         assert_int_equal(rc, CEL_ETIMEDOUT);
     }
+    /* the publisher connection too: still the same one (publish() would silently reopen it) */
     struct cel_publish m = msg_to(f->q, NULL, "alive");
     assert_int_equal(f->c->publish(b, &m, 1, NULL), 0);
+    assert_int_equal(in->tx.opens, tx_opens);
     assert_int_equal(f->c->next(b, &d, &f->a, 5000), 0);
     assert_int_equal(f->c->ack(b, d.conn_gen, d.tag, false), 0);
+    assert_int_equal(d.conn_gen, 1);
     /* tick() alone keeps an idle connection too */
     end = test_now_us() + 7000000;
     while (test_now_us() < end) {
@@ -516,7 +522,9 @@ static void heartbeats_flow_with_poll_and_next0(void **state)
         usleep(200000);
     }
     assert_int_equal(f->c->publish(b, &m, 1, NULL), 0);
+    assert_int_equal(in->tx.opens, tx_opens);
     assert_int_equal(f->c->next(b, &d, &f->a, 5000), 0);
+    assert_int_equal(d.conn_gen, 1);
     f->c->free(b);
 }
 
