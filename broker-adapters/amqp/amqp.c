@@ -14,7 +14,7 @@
 
 #include "broker-adapters/amqp/amqp_adapter.h"
 
-#define B(x) ((struct cel__amqp *)(void *)(x))
+#define B(x) CEL__AMQP(x)
 #define TX_SERVICE_US 100000
 
 static char *dup_opt(const char *s, bool *oom)
@@ -321,7 +321,7 @@ static int next_once(struct cel__amqp *b, struct cel_delivery *d, struct cel_are
 
 static void tx_service_maybe(struct cel__amqp *b)
 {
-    int64_t now = cel__amqp_mono_us();
+    int64_t now = cel_mono_us();
     if (now - b->tx_serviced_us < TX_SERVICE_US)
         return;
     b->tx_serviced_us = now;
@@ -332,17 +332,17 @@ static int amqp_next(struct cel_broker *broker, struct cel_delivery *d, struct c
                      int timeout_ms)
 {
     struct cel__amqp *b = B(broker);
-    int64_t deadline = cel__amqp_mono_us() + (int64_t)timeout_ms * 1000;
+    int64_t deadline = cel_mono_us() + (int64_t)timeout_ms * 1000;
     for (;;) {
         if (!b->rx.st)
             return CEL_ECONN;
         tx_service_maybe(b);
-        int64_t left = timeout_ms < 0 ? 1000000 : deadline - cel__amqp_mono_us();
+        int64_t left = timeout_ms < 0 ? 1000000 : deadline - cel_mono_us();
         int slice = left <= 0 ? 0 : left > 1000000 ? 1000 : (int)(left / 1000);
         int rc = next_once(b, d, a, slice);
         if (rc == CEL_EAGAIN)
             continue;
-        if (rc != CEL_ETIMEDOUT || (timeout_ms >= 0 && cel__amqp_mono_us() >= deadline))
+        if (rc != CEL_ETIMEDOUT || (timeout_ms >= 0 && cel_mono_us() >= deadline))
             return rc;
     }
 }
@@ -463,7 +463,7 @@ static int amqp_tick(struct cel_broker *broker)
     cel__amqp_tx_service(b);
     if (!b->rx.st)
         return CEL_ECONN;
-    int64_t now = cel__amqp_mono_us();
+    int64_t now = cel_mono_us();
     if (b->heartbeat <= 0 || now - b->rx.hb_sent_us < (int64_t)b->heartbeat * 500000)
         return 0;
     b->rx.hb_sent_us = now;

@@ -10,6 +10,7 @@
 
 #include "broker-adapters/amqp/amqp_internal.h"
 #include "common/amqp_url.h"
+#include "common/clock.h"
 
 #define CEL__AMQP_CH 1     /* the consuming channel on rx, the publishing channel on tx */
 #define CEL__AMQP_GET_CH 2 /* basic.get on rx, so its content never mixes with deliveries */
@@ -29,6 +30,7 @@ struct cel__amqp_conn {
     uint64_t next_seq;          /* tx: publish sequence number of the next message */
     bool delay_declared;        /* tx: delay levels declared on this connection */
     int64_t hb_sent_us;         /* last heartbeat sent by tick() */
+    unsigned opens;             /* successful opens, for tests and diagnostics */
 };
 
 struct cel__amqp_queue {
@@ -61,6 +63,8 @@ struct cel__amqp {
     char errstr[512];
 };
 
+#define CEL__AMQP(x) ((struct cel__amqp *)(void *)(x))
+
 /* amqp_conn.c */
 void cel__amqp_seterr(struct cel__amqp *b, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
@@ -79,7 +83,6 @@ int cel__amqp_close_frame(struct cel__amqp *b, struct cel__amqp_conn *c, const a
 /* Reopens channel ch of c after the broker closed it (confirm.select again on tx; consumers
  * again and a new generation on rx). */
 int cel__amqp_channel_reopen(struct cel__amqp *b, struct cel__amqp_conn *c, amqp_channel_t ch);
-int64_t cel__amqp_mono_us(void);
 
 static inline bool cel__amqp_same_bytes(amqp_bytes_t a, const char *s, size_t n)
 {

@@ -8,19 +8,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "broker-adapters/amqp/amqp_adapter.h"
 
 #define RPC_TIMEOUT_MS 30000
 #define FRAME_MAX 131072
-
-int64_t cel__amqp_mono_us(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
 
 void cel__amqp_seterr(struct cel__amqp *b, const char *fmt, ...)
 {
@@ -163,7 +155,8 @@ int cel__amqp_conn_open(struct cel__amqp *b, struct cel__amqp_conn *c, size_t ur
         cel__amqp_conn_drop(c);
         return rc == CEL_ECHANNEL || rc == CEL_ENOTFOUND ? CEL_ECONN : rc;
     }
-    c->hb_sent_us = cel__amqp_mono_us();
+    c->hb_sent_us = cel_mono_us();
+    c->opens++;
     return 0;
 }
 

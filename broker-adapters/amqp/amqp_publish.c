@@ -8,7 +8,7 @@
 
 #include "broker-adapters/amqp/amqp_adapter.h"
 
-#define B(x) ((struct cel__amqp *)(void *)(x))
+#define B(x) CEL__AMQP(x)
 #define CONFIRM_TIMEOUT_MS 30000
 #define DRAIN_EVERY 128 /* read confirms while sending a big batch so acks never pile up */
 
@@ -253,13 +253,13 @@ static int prepare_delays(struct cel__amqp *b, const struct cel_publish *msgs, s
 
 static int wait_confirms(struct cel__amqp *b, struct batch *bt)
 {
-    int64_t last = cel__amqp_mono_us();
+    int64_t last = cel_mono_us();
     while (bt->settled < bt->sent) {
         size_t before = bt->settled;
         int rc = drain(b, bt, 1000);
         if (rc != 0 && rc != CEL_ETIMEDOUT)
             return rc;
-        int64_t now = cel__amqp_mono_us();
+        int64_t now = cel_mono_us();
         if (bt->settled != before)
             last = now;
         else if (now - last > (int64_t)CONFIRM_TIMEOUT_MS * 1000) {

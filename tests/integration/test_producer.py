@@ -252,3 +252,12 @@ def test_amqps_with_the_stacks_ca(producer, broker, queue):
     assert m.properties["application_headers"]["id"] == tid
     r = producer("send", "svc.tls", "--queue", queue, "--broker", url)
     assert r.returncode == 3 and "verif" in r.stderr
+
+
+def test_max_priority_queue_delivers_high_priority_first(producer, broker, queue):
+    producer.ok("send", "svc.low", "--queue", queue, "--max-priority", "10", "--priority", "1")
+    producer.ok("send", "svc.high", "--queue", queue, "--max-priority", "10", "--priority", "9")
+    first = wait_for(lambda: broker.get(queue), 10, "a message")
+    assert first.properties["application_headers"]["task"] == "svc.high"
+    r = producer("send", "svc.t", "--queue", queue, "--max-priority", "300")
+    assert r.returncode == 2
