@@ -440,10 +440,15 @@ static int put_sized(struct cel_buf *b, const unsigned char types[3], uint64_t n
     return put_hdr(b, types[2], n, 4);
 }
 
-int cel__mp_put_str(struct cel_buf *b, const char *s, size_t n)
+int cel__mp_put_str_hdr(struct cel_buf *b, size_t n)
 {
     static const unsigned char types[3] = {0xd9, 0xda, 0xdb};
-    int rc = n < 32 ? put_hdr(b, (unsigned char)(0xa0 | n), 0, 0) : put_sized(b, types, n);
+    return n < 32 ? put_hdr(b, (unsigned char)(0xa0 | n), 0, 0) : put_sized(b, types, n);
+}
+
+int cel__mp_put_str(struct cel_buf *b, const char *s, size_t n)
+{
+    int rc = cel__mp_put_str_hdr(b, n);
     return rc ? rc : cel_buf_append(b, s, n);
 }
 
