@@ -105,7 +105,6 @@ def test_bulk_to_the_worker(producer, queues, cworker, tmp_path):
     assert r.returncode == 0, r.stderr
 
 
-@pytest.mark.xfail(reason="needs the worker's durable revocation check (issue 5)", strict=False)
 def test_revoke_stops_a_delayed_job_on_the_c_worker(producer, queues, cworker):
     users, _ = queues
     tid = producer.ok("send", "bench.noop", "[1]", "--queue", users, "--countdown", "3").strip()
@@ -123,7 +122,6 @@ def test_inspect_workers_lists_the_c_worker(producer, cworker):
     assert any(d.get("hostname") == cworker.hostname for d in docs)
 
 
-@pytest.mark.xfail(reason="needs the worker's idempotency state machine", strict=False)
 def test_idempotency_key_returns_the_first_result(producer, queues, cworker):
     users, _ = queues
     key = "signup-" + uuid.uuid4().hex
@@ -133,3 +131,29 @@ def test_idempotency_key_returns_the_first_result(producer, queues, cworker):
                  "--idempotency-key", key, "--timeout", "60", "--json")
     assert a.returncode == 0 and b.returncode == 0, b.stderr
     assert json.loads(a.stdout)["result"] == json.loads(b.stdout)["result"]
+
+
+def test_crashing_job_is_dead_lettered_listed_and_replayed(producer, broker, queues, cworker):
+    users, _ = queues
+    r = producer("call", "bench.crash", "--queue", users, "--timeout", "60", "--json")
+    assert r.returncode == 1
+    tid = json.loads(r.stdout)["id"]
+    assert json.loads(r.stdout)["exception"]["type"] == "WorkerLostError"
+    dead = json.loads(producer.ok("dead", "ls", users, "--json"))
+    assert [d["id"] for d in dead] == [tid] and dead[0]["task"] == "bench.crash"
+    h = dead[0]["headers"]
+    assert h["x-celeriac-error-type"] == "WorkerLostError" and h["x-celeriac-error-signal"] == "11"
+    assert h["x-celeriac-error-attempts"] == "3"
+    assert broker.depth(users + ".dead")[0] == 1  # listing lost nothing
+
+    # replay clears the crash counter: the job runs (and crashes) three more times
+    assert "replayed 1 dead letter" in producer.ok("dead", "replay", users, "--id", tid)
+
+    def dead_again():
+        d = json.loads(producer.ok("dead", "ls", users, "--json"))
+        return d if d and d[0]["headers"]["x-celeriac-error-time"] != h[
+            "x-celeriac-error-time"] else None
+
+    again = wait_for(dead_again, 60, "the replayed job to be dead-lettered again")
+    assert again[0]["id"] == tid and again[0]["headers"]["x-celeriac-error-attempts"] == "3"
+    assert "purged 1 dead letter" in producer.ok("dead", "purge", users)
