@@ -52,13 +52,14 @@ static int config_copy(struct cel_client *c, const struct cel_client_config *cfg
     c->tls_ca = dup_or_env(cfg->tls_ca, "CELERIAC_TLS_CA", NULL);
     c->tls_cert = dup_or_env(cfg->tls_cert, "CELERIAC_TLS_CERT", NULL);
     c->tls_key = dup_or_env(cfg->tls_key, "CELERIAC_TLS_KEY", NULL);
-    c->queue_type = cfg->queue_type ? strdup(cfg->queue_type) : NULL;
+    c->queue_type = dup_or_env(cfg->queue_type, "CELERIAC_QUEUE_TYPE", NULL);
     if ((!from_env && !c->broker_url) || !c->broker_shown || !c->backend_url)
         return CEL_ENOMEM;
     c->tls_insecure = cfg->tls_insecure;
-    c->max_priority = cfg->max_priority;
+    const char *mp = getenv("CELERIAC_MAX_PRIORITY");
+    c->max_priority = cfg->max_priority ? cfg->max_priority : mp ? atoi(mp) : 0;
     c->connect_timeout_ms = cfg->connect_timeout_ms > 0 ? cfg->connect_timeout_ms : 5000;
-    c->reconnect_timeout_ms = cfg->reconnect_timeout_ms > 0 ? cfg->reconnect_timeout_ms : 15000;
+    c->reconnect_timeout_ms = cfg->reconnect_timeout_ms > 0 ? cfg->reconnect_timeout_ms : 60000;
     c->batch_max = cfg->batch_max ? cfg->batch_max : 500;
     c->format = cfg->format == CEL_CLIENT_FMT_JSON ? CEL_FMT_JSON : CEL_FMT_MSGPACK;
     return 0;

@@ -1,7 +1,16 @@
 /* canvas.h: Celery canvas semantics for a finished job (spec section 4): chain forwarding,
  * link callbacks, link_error errbacks and the chord body. Pure: it builds the messages to
  * publish and the ids to mark, and does no I/O; the supervisor publishes (with confirms) and
- * stores results, then acks. Everything is allocated in the job's arena. */
+ * stores results, then acks. Everything is allocated in the job's arena.
+ *
+ * Signatures are untrusted: anything that is not a signature map with a str task, array args,
+ * map kwargs and map options (or nil), or an option of the wrong type, gives CEL_EBODY.
+ * Supported: plain signatures and nested chains (subtask_type 'chain', kwargs.tasks: the first
+ * task is published with the rest as its chain; the chain's options.task_id names its last
+ * task, its link, link_error, chord or group_id give CEL_EUNSUPPORTED, other chain-level options
+ * are ignored). A group or chord as a callback, errback, chain element or chord body gives
+ * CEL_EUNSUPPORTED (the caller stores a failure); Celery 5.2.6 cannot serialize a group with
+ * msgpack anyway (spec 4.5). Not done: calling the chord body's link_error on a ChordError. */
 #ifndef CEL_WORKER_CANVAS_H
 #define CEL_WORKER_CANVAS_H
 
@@ -12,11 +21,13 @@
 
 /* One message to publish: a task (headers + body parts) and where it goes. */
 struct cel__outmsg {
-    const char *queue;   /* routing key on the default exchange: signature options.queue, else
-                            the task name's first component ("users.create" -> "users") */
+    const char *queue;    /* routing key on the default exchange: signature options.queue, else
+                             the task name's first component ("users.create" -> "users"). This
+                             is celeriac's convention (DESIGN 3); Celery would route a signature
+                             without a queue through its router to task_default_queue. */
     struct cel_task task; /* fully populated: id (options.task_id or a new uuid4), root_id,
                             parent_id, group/group_index, args/kwargs/embed, format of the parent */
-    uint32_t delay_s;    /* from options.countdown / options.eta, 0 = now */
+    uint32_t delay_s;     /* from options.countdown / options.eta, 0 = now */
 };
 
 struct cel__outbox {
@@ -54,5 +65,11 @@ int cel__canvas_chord_body(const struct cel_task *done, struct cel_span parts, c
                            struct cel_exc **err_exc);
 
 void cel__outbox_init(struct cel__outbox *o);
+
+/* Added by canvas: the chord entry in the given result format. JSON entries are what a Python
+ * worker configured with result_serializer='json' writes and reads in the same .j key;
+ * cel__canvas_chord_body reads either kind of member. */
+int cel__canvas_chord_entry_fmt(const char *task_id, const char *state, struct cel_span result,
+                                enum cel_format fmt, struct cel_buf *out);
 
 #endif

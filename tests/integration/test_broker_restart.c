@@ -17,8 +17,10 @@ static char run_dir[PATH_MAX + 64], script[PATH_MAX], url[512];
 
 static int stack(const char *cmd, char *out, size_t outlen)
 {
-    char line[3 * PATH_MAX];
-    snprintf(line, sizeof line, "CELERIAC_RUN_DIR='%s' '%s' %s", run_dir, script, cmd);
+    char line[5 * PATH_MAX];
+    /* from inside the run dir, so an Erlang crash dump of rabbitmqctl lands there */
+    snprintf(line, sizeof line, "mkdir -p '%s' && cd '%s' && CELERIAC_RUN_DIR='%s' '%s' %s",
+             run_dir, run_dir, run_dir, script, cmd);
     FILE *p = popen(line, "r");
     if (!p)
         return -1;

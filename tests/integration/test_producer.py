@@ -241,3 +241,23 @@ def test_inspect_workers_runs(producer):
     out = producer.ok("inspect", "workers")
     assert out.startswith("HOSTNAME")
     json.loads(producer.ok("inspect", "workers", "--json"))
+
+
+def test_amqps_with_the_stacks_ca(producer, broker, queue):
+    url, tls = os.environ.get("CELERIAC_TEST_AMQPS_URL"), os.environ.get("CELERIAC_TEST_TLS_DIR")
+    assert url and tls, "CELERIAC_TEST_AMQPS_URL / CELERIAC_TEST_TLS_DIR not set by the stack"
+    tid = producer.ok("send", "svc.tls", "--queue", queue, "--broker", url,
+                      "--tls-ca", os.path.join(tls, "ca.pem")).strip()
+    m = wait_for(lambda: broker.get(queue), 10, "the message sent over TLS")
+    assert m.properties["application_headers"]["id"] == tid
+    r = producer("send", "svc.tls", "--queue", queue, "--broker", url)
+    assert r.returncode == 3 and "verif" in r.stderr
+
+
+def test_max_priority_queue_delivers_high_priority_first(producer, broker, queue):
+    producer.ok("send", "svc.low", "--queue", queue, "--max-priority", "10", "--priority", "1")
+    producer.ok("send", "svc.high", "--queue", queue, "--max-priority", "10", "--priority", "9")
+    first = wait_for(lambda: broker.get(queue), 10, "a message")
+    assert first.properties["application_headers"]["task"] == "svc.high"
+    r = producer("send", "svc.t", "--queue", queue, "--max-priority", "300")
+    assert r.returncode == 2

@@ -1,0 +1,152 @@
+"""Celery canvas (chain, link, link_error, group, chord) built by a Python client and run by
+celeriac's worker, alone and together with a Python Celery worker (spec section 4)."""
+
+import pytest
+from celery import chain, chord, group
+from celery.exceptions import ChordError
+
+from conftest import RESULT_TIMEOUT, uniq
+
+
+def sig(app, name, *args, queue, **options):
+    return app.signature(name, args=args, queue=queue, **options)
+
+
+def test_chain_of_c_tasks(app, queues, cworker):
+    q = queues()
+    cworker(q)
+    name = uniq("carol")
+    # users.create returns the user map, which email.send_welcome receives as its argument
+    c = chain(
+        sig(app, "users.create", name, f"{name}@x.io", queue=q),
+        sig(app, "email.send_welcome", queue=q),
+        sig(app, "bench.noop", queue=q),
+    )
+    res = c.apply_async()
+    mail = res.get(timeout=RESULT_TIMEOUT)
+    assert mail["to"] == f"{name}@x.io"
+    user = res.parent.parent.get(timeout=RESULT_TIMEOUT)
+    assert user["username"] == name
+    assert res.parent.get(timeout=RESULT_TIMEOUT) == mail
+    # parent and root as Celery's worker writes them: each step's parent is the previous step
+    assert res.parent.parent.id != res.id
+
+
+def test_chain_args_are_prepended_and_immutable_kept(app, queues, cworker):
+    q = queues()
+    cworker(q)
+    c = chain(
+        sig(app, "bench.noop", 7, queue=q),
+        sig(app, "bench.noop", queue=q),  # receives 7
+        app.signature("bench.noop", args=("fixed",), queue=q, immutable=True),
+        sig(app, "bench.noop", queue=q),  # receives "fixed"
+    )
+    assert c.apply_async().get(timeout=RESULT_TIMEOUT) == "fixed"
+
+
+def test_chain_failure_fails_the_rest(app, queues, cworker):
+    q = queues()
+    cworker(q)
+    c = chain(
+        sig(app, "bench.noop", 1, queue=q),
+        sig(app, "bench.fail", queue=q),  # fail(1): message is not a str
+        sig(app, "bench.noop", queue=q),
+    )
+    res = c.apply_async()
+    # the client waits on the last id: the worker marks it FAILURE with the same exception
+    with pytest.raises(RuntimeError):
+        res.get(timeout=RESULT_TIMEOUT)
+    assert res.state == "FAILURE"
+
+
+def test_chain_mixed_with_a_python_worker(app, config, queues, cworker, pyworker):
+    cq, pq = queues("interop-c"), queues("interop-py")
+    cworker(cq)
+    pyworker(pq, config)
+    c = chain(
+        sig(app, "bench.noop", 2, queue=cq),
+        sig(app, "tasks.add", 3, queue=pq),  # Python: add(2, 3)
+        sig(app, "bench.noop", queue=cq),  # C again
+        sig(app, "tasks.mul", 10, queue=pq),  # Python: mul(5, 10)
+    )
+    assert c.apply_async().get(timeout=RESULT_TIMEOUT) == 50
+
+
+def test_link_and_link_error(app, queues, cworker):
+    q = queues()
+    cworker(q)
+    cb_id, eb_id = uniq("cb"), uniq("eb")
+    ok = app.send_task("bench.noop", args=[{"v": 1}], queue=q,
+                       link=sig(app, "bench.noop", queue=q, task_id=cb_id))
+    assert ok.get(timeout=RESULT_TIMEOUT) == {"v": 1}
+    assert app.AsyncResult(cb_id).get(timeout=RESULT_TIMEOUT) == {"v": 1}
+
+    bad = app.send_task("bench.fail", args=["nope"], queue=q,
+                        link_error=sig(app, "bench.noop", queue=q, task_id=eb_id))
+    with pytest.raises(RuntimeError):
+        bad.get(timeout=RESULT_TIMEOUT)
+    # the errback is sent as Celery sends errbacks it cannot call inline: (failed id,) + args
+    assert app.AsyncResult(eb_id).get(timeout=RESULT_TIMEOUT) == bad.id
+
+
+def test_link_runs_on_a_python_worker(app, config, queues, cworker, pyworker):
+    cq, pq = queues("interop-c"), queues("interop-py")
+    cworker(cq)
+    pyworker(pq, config)
+    cb_id = uniq("cb")
+    res = app.send_task("bench.noop", args=[4], queue=cq,
+                        link=sig(app, "tasks.add", 1, queue=pq, task_id=cb_id))
+    assert res.get(timeout=RESULT_TIMEOUT) == 4
+    assert app.AsyncResult(cb_id).get(timeout=RESULT_TIMEOUT) == 5
+
+
+def test_group_result_get(app, queues, cworker):
+    q = queues()
+    cworker(q)
+    g = group(sig(app, "bench.noop", i, queue=q) for i in range(8))
+    res = g.apply_async()
+    assert res.get(timeout=RESULT_TIMEOUT) == list(range(8))
+    assert res.successful()
+
+
+def test_chord_runs_the_body_with_ordered_results(app, queues, cworker, redis_client):
+    q = queues()
+    cworker(q, concurrency=4)
+    header = [sig(app, "bench.noop", i, queue=q) for i in range(6)]
+    res = chord(header)(sig(app, "bench.noop", queue=q))
+    assert res.get(timeout=RESULT_TIMEOUT) == list(range(6))
+    gid = res.parent.id
+    # the .j/.s/.t keys are deleted once the body is published (spec 4.2)
+    for suffix in (".j", ".s", ".t"):
+        assert redis_client.exists(f"celery-taskset-meta-{gid}{suffix}") == 0
+
+
+def test_chord_body_args_follow_the_results(app, config, queues, cworker, pyworker):
+    cq, pq = queues("interop-c"), queues("interop-py")
+    cworker(cq)
+    pyworker(pq, config)
+    # header on the C worker, which publishes the body: add(results, ["z"]) on the Python worker
+    header = [sig(app, "bench.noop", "a", queue=cq), sig(app, "bench.noop", "b", queue=cq)]
+    res = chord(header)(sig(app, "tasks.add", ["z"], queue=pq))
+    assert res.get(timeout=RESULT_TIMEOUT) == ["a", "b", "z"]
+
+
+def test_chord_part_failure_is_a_chord_error(app, queues, cworker):
+    q = queues()
+    cworker(q)
+    header = [sig(app, "bench.noop", 1, queue=q), sig(app, "bench.fail", "boom", queue=q)]
+    res = chord(header)(sig(app, "bench.noop", queue=q))
+    with pytest.raises(ChordError) as e:
+        res.get(timeout=RESULT_TIMEOUT)
+    failed_id = res.parent.results[1].id
+    assert str(e.value) == f"Dependency {failed_id} raised RuntimeError('boom')"
+
+
+def test_chord_header_on_both_kinds_of_worker(app, config, queues, cworker, pyworker):
+    cq, pq = queues("interop-c"), queues("interop-py")
+    cworker(cq)
+    pyworker(pq, config)
+    header = [sig(app, "bench.noop", 1, queue=cq), sig(app, "tasks.add", 2, 3, queue=pq),
+              sig(app, "bench.noop", 4, queue=cq)]
+    res = chord(header)(sig(app, "tasks.tag", queue=pq))
+    assert res.get(timeout=RESULT_TIMEOUT) == ["py", [1, 5, 4]]
