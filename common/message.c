@@ -197,6 +197,8 @@ int cel__mp_skip(const char **pp, const char *end)
 
 bool cel__utf8_valid(const char *str, size_t n)
 {
+    if (n == 0)
+        return true; /* also for (NULL, 0) */
     const unsigned char *s = (const unsigned char *)str, *e = s + n;
     while (s < e) {
         if (e - s >= 8) {
@@ -565,6 +567,8 @@ static int copy_str(const struct hdr_ctx *c, const struct cel_value *v, const ch
 {
     if (v->u.s.len && memchr(v->u.s.ptr, 0, v->u.s.len))
         return hdr_err(c, CEL_EHEADER, "contains a NUL byte");
+    if (!cel__utf8_valid(v->u.s.ptr, v->u.s.len))
+        return hdr_err(c, CEL_EUTF8, "is not valid UTF-8");
     *out = cel_arena_strndup(c->a, v->u.s.ptr, v->u.s.len);
     return *out ? 0 : hdr_err(c, CEL_ENOMEM, "out of memory");
 }
@@ -883,7 +887,9 @@ static int decode_embed(struct body_ctx *b, struct cel_task *t)
             return body_err(b, CEL_EDECODE, "embed", "is truncated");
         if (key.kind != CEL__MP_STR)
             return body_err(b, CEL_EBODY, "embed:", "map key is not a string");
-        int rc = embed_member(b, t, &key);
+        int rc = check_scalar(&key, b->lim, "embed", b->err, b->errlen);
+        if (rc == 0)
+            rc = embed_member(b, t, &key);
         if (rc)
             return rc;
     }
