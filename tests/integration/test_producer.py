@@ -261,3 +261,10 @@ def test_max_priority_queue_delivers_high_priority_first(producer, broker, queue
     assert first.properties["application_headers"]["task"] == "svc.high"
     r = producer("send", "svc.t", "--queue", queue, "--max-priority", "300")
     assert r.returncode == 2
+
+
+def test_extra_headers_cannot_replace_celery_headers_and_delays_are_bounded(producer, queue):
+    r = producer("send", "svc.t", "--queue", queue, "--headers", '{"id": "evil"}')
+    assert r.returncode == 2 and "header 'id' is set by celeriac itself" in r.stderr
+    r = producer("send", "svc.t", "--queue", queue, "--countdown", "999999999")
+    assert r.returncode == 2 and "delay levels" in r.stderr
