@@ -440,10 +440,15 @@ static int put_sized(struct cel_buf *b, const unsigned char types[3], uint64_t n
     return put_hdr(b, types[2], n, 4);
 }
 
-int cel__mp_put_str(struct cel_buf *b, const char *s, size_t n)
+int cel__mp_put_str_hdr(struct cel_buf *b, size_t n)
 {
     static const unsigned char types[3] = {0xd9, 0xda, 0xdb};
-    int rc = n < 32 ? put_hdr(b, (unsigned char)(0xa0 | n), 0, 0) : put_sized(b, types, n);
+    return n < 32 ? put_hdr(b, (unsigned char)(0xa0 | n), 0, 0) : put_sized(b, types, n);
+}
+
+int cel__mp_put_str(struct cel_buf *b, const char *s, size_t n)
+{
+    int rc = cel__mp_put_str_hdr(b, n);
     return rc ? rc : cel_buf_append(b, s, n);
 }
 
@@ -844,21 +849,20 @@ static int body_part(struct body_ctx *b, const char *what, enum cel__mp_kind kin
 static int embed_member(struct body_ctx *b, struct cel_task *t, struct cel__mp_tok *key)
 {
     static const struct {
-        const char *name;
+        const char *what; /* "embed." + the member's name */
+        size_t len;
         size_t off;
         enum cel__mp_kind kind;
     } members[] = {
-        {"callbacks", offsetof(struct cel_task, callbacks), CEL__MP_ARRAY},
-        {"errbacks", offsetof(struct cel_task, errbacks), CEL__MP_ARRAY},
-        {"chain", offsetof(struct cel_task, chain), CEL__MP_ARRAY},
-        {"chord", offsetof(struct cel_task, chord), CEL__MP_MAP},
+        {"embed.callbacks", 9, offsetof(struct cel_task, callbacks), CEL__MP_ARRAY},
+        {"embed.errbacks", 8, offsetof(struct cel_task, errbacks), CEL__MP_ARRAY},
+        {"embed.chain", 5, offsetof(struct cel_task, chain), CEL__MP_ARRAY},
+        {"embed.chord", 5, offsetof(struct cel_task, chord), CEL__MP_MAP},
     };
     for (size_t i = 0; i < sizeof members / sizeof members[0]; i++) {
-        if (strlen(members[i].name) == key->len && !memcmp(members[i].name, key->ptr, key->len)) {
-            char what[32];
-            snprintf(what, sizeof what, "embed.%s", members[i].name);
+        if (members[i].len == key->len && !memcmp(members[i].what + 6, key->ptr, key->len)) {
             struct cel_span *out = (struct cel_span *)((char *)t + members[i].off);
-            return body_part(b, what, members[i].kind, true, 2, out);
+            return body_part(b, members[i].what, members[i].kind, true, 2, out);
         }
     }
     return cel__mp_check(&b->p, b->end, b->lim, 2, "embed", b->err, b->errlen);
@@ -1007,34 +1011,47 @@ int cel_task_decode(struct cel_task *t, struct cel_arena *a, const struct cel_pr
 
 static char host_name[256];
 static pthread_once_t host_once = PTHREAD_ONCE_INIT;
+static _Thread_local char origin_cached[300]; /* per thread: no lock on the hot path */
+
+/* The child of a fork has only the forking thread, whose cache now names the parent. */
+static void origin_forget(void)
+{
+    origin_cached[0] = '\0';
+}
 
 static void host_init(void)
 {
     if (gethostname(host_name, sizeof host_name - 1) != 0)
         strcpy(host_name, "localhost");
     host_name[sizeof host_name - 1] = '\0';
+    pthread_atfork(NULL, NULL, origin_forget);
 }
 
-/* anon_nodename(): "gen<pid>@<hostname>"; the pid is read each time (workers fork). */
+/* anon_nodename(): "gen<pid>@<hostname>". */
 static const char *origin_name(struct cel_arena *a)
 {
-    pthread_once(&host_once, host_init);
-    size_t n = strlen(host_name) + 32;
-    char *s = cel_arena_alloc(a, n);
-    if (s)
-        snprintf(s, n, "gen%ld@%s", (long)getpid(), host_name);
-    return s;
+    if (!origin_cached[0]) {
+        pthread_once(&host_once, host_init);
+        snprintf(origin_cached, sizeof origin_cached, "gen%ld@%s", (long)getpid(), host_name);
+    }
+    return cel_arena_strdup(a, origin_cached);
 }
 
-static const char *arena_repr(struct cel_arena *a, struct cel_span mp, const char *empty)
+/* saferepr of a body part, written past the end of `scratch` (the body buffer, still unused
+ * there) and copied into the arena, so no temporary allocation is needed. */
+static const char *arena_repr(struct cel_arena *a, struct cel_span mp, const char *empty,
+                              struct cel_buf *scratch)
 {
     if (mp.len == 0)
         return empty;
-    struct cel_buf b = CEL_BUF_INIT;
+    size_t start = scratch->len;
     const char *s = NULL;
-    if (cel_msgpack_repr(mp, 1024, &b) == 0)
-        s = cel_arena_strndup(a, b.data ? b.data : "", b.len);
-    cel_buf_free(&b);
+    if (cel_msgpack_repr(mp, 1024, scratch) == 0)
+        s = cel_arena_strndup(a, scratch->data + start, scratch->len - start);
+    if (scratch->data) {
+        scratch->len = start;
+        scratch->data[start] = '\0';
+    }
     return s;
 }
 
@@ -1069,13 +1086,14 @@ struct enc_strings {
     const char *eta, *expires, *root_id, *argsrepr, *kwargsrepr, *origin;
 };
 
-static int derive_strings(const struct cel_task *t, struct cel_arena *a, struct enc_strings *s)
+static int derive_strings(const struct cel_task *t, struct cel_arena *a, struct enc_strings *s,
+                          struct cel_buf *scratch)
 {
     s->eta = iso_or_null(a, t->eta);
     s->expires = iso_or_null(a, t->expires);
     s->root_id = t->root_id ? t->root_id : t->id;
-    s->argsrepr = t->argsrepr ? t->argsrepr : arena_repr(a, t->args, "[]");
-    s->kwargsrepr = t->kwargsrepr ? t->kwargsrepr : arena_repr(a, t->kwargs, "{}");
+    s->argsrepr = t->argsrepr ? t->argsrepr : arena_repr(a, t->args, "[]", scratch);
+    s->kwargsrepr = t->kwargsrepr ? t->kwargsrepr : arena_repr(a, t->kwargs, "{}", scratch);
     s->origin = t->origin ? t->origin : origin_name(a);
     bool oom = (t->eta && !s->eta) || (t->expires && !s->expires) || !s->argsrepr ||
                !s->kwargsrepr || !s->origin;
@@ -1088,13 +1106,14 @@ static void put_field(struct cel_table *h, const char *key, struct cel_value v)
     h->items[h->n++].v = v;
 }
 
-static int encode_headers(const struct cel_task *t, struct cel_arena *a, struct cel_table *h)
+static int encode_headers(const struct cel_task *t, struct cel_arena *a, struct cel_table *h,
+                          struct cel_buf *scratch)
 {
     struct enc_strings s;
     struct cel_value *tl = cel_arena_alloc(a, 2 * sizeof *tl);
     h->n = 0;
     h->items = cel_arena_alloc(a, (18 + t->extra.n) * sizeof *h->items);
-    if (!tl || !h->items || derive_strings(t, a, &s))
+    if (!tl || !h->items || derive_strings(t, a, &s, scratch))
         return CEL_ENOMEM;
     tl[0] = limit_to_value(t->time_limit);
     tl[1] = limit_to_value(t->soft_time_limit);
@@ -1196,7 +1215,7 @@ int cel_task_encode(const struct cel_task *t, struct cel_arena *a, struct cel_pr
     if (!t->task || !t->id)
         return CEL_EINVAL;
     size_t start = body->len;
-    int rc = encode_headers(t, a, headers);
+    int rc = encode_headers(t, a, headers, body);
     if (rc == 0)
         rc = encode_props(t, a, props);
     if (rc == 0)

@@ -52,6 +52,7 @@ static int spawn(struct cel__sup *s, struct cel__child *c)
     cel_buf_clear(&c->in);
     cel_buf_clear(&c->out);
     c->reg = cel__registry_ref(s->reg);
+    c->spawned_us = cel_mono_us();
     cel_log_debug("child %d started (pid %ld)", c->index, (long)pid);
     return 0;
 }
@@ -60,9 +61,10 @@ static void spawn_missing(struct cel__sup *s)
 {
     if (s->draining || s->stop)
         return;
+    int64_t now = cel_mono_us();
     for (int i = 0; i < s->n_children; i++) {
         struct cel__child *c = &s->children[i];
-        if (c->pid == 0 && c->fd < 0 && spawn(s, c) < 0)
+        if (c->pid == 0 && c->fd < 0 && now >= c->respawn_at_us && spawn(s, c) < 0)
             cel_log_error("cannot start child %d: %s", i, strerror(errno));
     }
 }
@@ -417,10 +419,29 @@ static void child_gone(struct cel__sup *s, struct cel__child *c, int status,
     }
     if (c->fd >= 0)
         close(c->fd);
+    int64_t now = cel_mono_us();
+    bool early = !j && !c->retiring && c->jobs_done == 0 && now - c->spawned_us < CEL_USEC_PER_SEC;
+    c->fast_fails = early ? c->fast_fails + 1 : 0;
+    c->respawn_at_us = 0;
+    if (c->fast_fails) {
+        int64_t wait = (int64_t)100000 << (c->fast_fails < 7 ? c->fast_fails : 7);
+        c->respawn_at_us = now + wait;
+        cel_log_warning("child %d died at startup %u time(s) in a row; respawning in %lld ms",
+                        c->index, c->fast_fails, (long long)(wait / 1000));
+    }
     c->fd = -1;
     c->pid = 0;
     cel__registry_unref(c->reg);
     c->reg = NULL;
+}
+
+void cel__pool_maintain(struct cel__sup *s, int64_t now)
+{
+    for (int i = 0; i < s->n_children; i++)
+        if (!s->children[i].pid && now >= s->children[i].respawn_at_us) {
+            spawn_missing(s);
+            return;
+        }
 }
 
 void cel__pool_reap(struct cel__sup *s)

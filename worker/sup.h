@@ -75,8 +75,11 @@ struct cel__child {
     struct cel_buf out;
     size_t out_off;
     unsigned jobs_done;
-    bool retiring; /* close after the current job */
-    bool hup;      /* its socket reported HUP/ERR: wait for SIGCHLD */
+    bool retiring;         /* close after the current job */
+    bool hup;              /* its socket reported HUP/ERR: wait for SIGCHLD */
+    int64_t spawned_us;    /* monotonic */
+    int64_t respawn_at_us; /* a child that keeps dying at startup is respawned with backoff */
+    unsigned fast_fails;
 };
 
 struct cel__sup {
@@ -175,6 +178,7 @@ void cel__pool_reap(struct cel__sup *s);
 void cel__pool_check_limits(struct cel__sup *s, int64_t now);
 void cel__pool_stop(struct cel__sup *s, bool kill_now);
 void cel__pool_retire_all(struct cel__sup *s);
+void cel__pool_maintain(struct cel__sup *s, int64_t now);
 int64_t cel__pool_next_deadline(const struct cel__sup *s);
 
 /* idem.c: idempotency keys (x-celeriac-idempotency-key) */
@@ -190,6 +194,10 @@ void cel__revoke_poll(struct cel__sup *s, int64_t now);
 /* true when j's id is revoked: REVOKED 'revoked' is recorded and the job is settled */
 bool cel__revoke_check(struct cel__sup *s, struct cel__job *j);
 void cel__revoke_free(struct cel__sup *s);
+
+/* presence.c: the worker registry in Redis (producer inspect workers) */
+void cel__presence_beat(struct cel__sup *s, int64_t now);
+void cel__presence_leave(struct cel__sup *s);
 
 /* outcome.c */
 void cel__outcome_reply(struct cel__sup *s, struct cel__job *j, const struct cel__reply *r);

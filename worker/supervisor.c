@@ -178,12 +178,14 @@ static void summary(struct cel__sup *s, int64_t now)
 static void timers(struct cel__sup *s, int64_t now)
 {
     cel__pool_check_limits(s, now);
+    cel__pool_maintain(s, now);
     try_reconnect(s, now);
     if (s->connected && s->bc->tick(s->broker) < 0)
         cel_log_debug("broker tick: %s", s->bc->errstr(s->broker));
     summary(s, now);
     cel__idem_renew(s, now);
     cel__revoke_poll(s, now);
+    cel__presence_beat(s, now);
 }
 
 static int poll_timeout_ms(const struct cel__sup *s, int64_t now)
@@ -346,6 +348,7 @@ int cel__supervisor_run(const struct cel__wcfg *cfg, struct cel__registry *reg)
         run_loop(s);
     }
     cel__pool_stop(s, s->stop || s->exit_code != 0);
+    cel__presence_leave(s);
     if (s->broker)
         s->bc->free(s->broker);
     cel_store_free(s->store);
