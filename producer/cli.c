@@ -61,6 +61,10 @@ static const struct cli_opt {
     {"all", 0, O_FLAG, F(all), C_DEAD_REPLAY, "replay every dead letter"},
     {"broker", 1, O_STR, F(broker), C_ALL, "broker URL(s) (env CELERIAC_BROKER_URL)"},
     {"backend", 1, O_STR, F(backend), C_ALL, "result backend URL (env CELERIAC_RESULT_BACKEND)"},
+    {"queue-type", 1, O_STR, F(queue_type), C_ALL,
+     "declare queues as classic or quorum, like the workers (env CELERIAC_QUEUE_TYPE)"},
+    {"max-priority", 1, O_STR, F(max_priority), C_ALL,
+     "declare queues with x-max-priority N, like the workers (env CELERIAC_MAX_PRIORITY)"},
     {"tls-ca", 1, O_STR, F(tls_ca), C_ALL, "amqps: CA bundle file"},
     {"tls-cert", 1, O_STR, F(tls_cert), C_ALL, "amqps: client certificate (PEM)"},
     {"tls-key", 1, O_STR, F(tls_key), C_ALL, "amqps: client key (PEM)"},
@@ -156,7 +160,13 @@ int cel_cli_client(struct cel_cli *c)
         .tls_insecure = c->tls_insecure,
         .format = c->send.format,
         .batch_max = c->batch_max,
+        .queue_type = c->queue_type,
     };
+    size_t prio = 0;
+    if (c->max_priority && (!cel_cli_size(c, "max-priority", c->max_priority, &prio) || prio > 255))
+        return prio > 255 ? cel_cli_fail(c, CEL_EXIT_USAGE, "--max-priority: at most 255")
+                          : CEL_EXIT_USAGE;
+    cfg.max_priority = (int)prio;
     char err[512];
     int rc = cel_client_open(&c->client, &cfg, err, sizeof err);
     return rc ? cel_cli_fail(c, exit_code(rc), "%s", err) : 0;

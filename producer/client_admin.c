@@ -286,23 +286,23 @@ struct replay_round {
     size_t n;
 };
 
-/* Publishes the round's matches with one confirm, then acks their dead copies. */
+/* Clears the crash counters first (a worker may run a replayed job at once), then publishes the
+ * round's matches with one confirm, then acks their dead copies. */
 static int replay_commit(struct cel_client *c, struct replay_round *r, size_t *replayed)
 {
     const struct cel_broker_class *cls = CEL_BROKER_CLASS(c->broker);
+    for (size_t i = 0; c->store && i < r->n; i++) {
+        const char *id = header_str(&r->dels[i].headers, "id");
+        if (id)
+            cel_store_attempt_clear(c->store, id);
+    }
     size_t conf = 0;
     int rc = r->n ? cls->publish(c->broker, r->pubs, r->n, &conf) : 0;
     if (rc)
         return cel__client_broker_err(c, rc, "republish dead letters");
-    for (size_t i = 0; i < r->n; i++) {
+    for (size_t i = 0; i < r->n; i++)
         if ((rc = cls->ack(c->broker, r->dels[i].conn_gen, r->dels[i].tag, false)) != 0)
             return cel__client_broker_err(c, rc, "ack replayed dead letter");
-        if (c->store && r->dels[i].headers.n) {
-            const char *id = header_str(&r->dels[i].headers, "id");
-            if (id)
-                cel_store_attempt_clear(c->store, id);
-        }
-    }
     *replayed += r->n;
     r->n = 0;
     return 0;

@@ -47,6 +47,9 @@ static int do_send(struct cel_cli *c)
     int code = json_arg(c, 1, JSON_ARRAY, "args", &b, &args);
     if (!code)
         code = json_arg(c, 2, JSON_OBJECT, "kwargs", &b, &kwargs);
+    if (!code && c->wait && c->send.ignore_result)
+        code =
+            cel_cli_fail(c, CEL_EXIT_USAGE, "--wait with --ignore-result would never see a result");
     if (!code && c->wait && cel_cli_timeout_ms(c) == -2)
         code = CEL_EXIT_USAGE;
     if (!code)

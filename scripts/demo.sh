@@ -14,11 +14,11 @@ scripts/deps.sh
 say "Building (make)"
 make -j"$(nproc)" all >/dev/null
 
-export CELERIAC_RUN_DIR=$ROOT/.run/demo-stack
+export CELERIAC_RUN_DIR=${CELERIAC_DEMO_RUN_DIR:-$ROOT/.run/demo-stack}
 say "Starting RabbitMQ and Redis on 127.0.0.1 (scripts/stack.sh up)"
 eval "$(scripts/stack.sh up)"
 
-DATA=$ROOT/.run/demo-data
+DATA=${CELERIAC_DEMO_DATA_DIR:-$ROOT/.run/demo-data}
 rm -rf "$DATA" && mkdir -p "$DATA"
 export CELERIAC_DATA_DIR=$DATA
 export CELERIAC_EMAIL_OUTBOX_FILE=$DATA/outbox.jsonl
@@ -39,7 +39,10 @@ build/bin/worker --queue email --concurrency 1 --hostname email@demo --log-forma
 pids+=($!)
 
 P=build/bin/producer
-run() { printf '$ producer %s\n' "$*"; "$P" "$@" || printf '  (exit code %d)\n' $?; }
+run() {
+    printf '$ producer'; printf " %q" "$@"; printf '\n'
+    "$P" "$@" || printf '  (exit code %d)\n' $?
+}
 
 say "Creating users; each new user's welcome mail goes out through the email queue (--link)"
 run call users.create '["alice", "alice@example.com"]' --link email.send_welcome --timeout 20

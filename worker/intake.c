@@ -77,6 +77,7 @@ static void queue_push(struct cel__sup *s, struct cel__job *j)
 {
     j->state = J_QUEUED;
     j->next = NULL;
+    j->queued_us = cel_mono_us();
     if (s->qtail)
         s->qtail->next = j;
     else
@@ -171,7 +172,8 @@ static void classify(struct cel__sup *s, struct cel__job *j)
         delay_eta(s, j, j->t.eta - now);
         return;
     }
-    queue_push(s, j);
+    if (cel__idem_admit(s, j))
+        queue_push(s, j);
 }
 
 static void intake_one(struct cel__sup *s, struct cel__job *j)

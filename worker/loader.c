@@ -84,6 +84,13 @@ const struct cel__task_entry *cel__registry_find(const struct cel__registry *r, 
 
 static int build_table(struct cel__registry *r)
 {
+    if (r->n_tasks && !(r->buckets = calloc(r->n_tasks, sizeof *r->buckets)))
+        return CEL_ENOMEM;
+    for (size_t t = 0; t < r->n_tasks; t++)
+        if (r->tasks[t].rate_per_s > 0) {
+            r->tasks[t].bucket = &r->buckets[t];
+            r->buckets[t].tokens = r->tasks[t].rate_per_s < 1 ? 1 : r->tasks[t].rate_per_s;
+        }
     uint32_t cap = 16;
     while (cap < r->n_tasks * 2 + 1)
         cap <<= 1;
@@ -208,7 +215,7 @@ static int add_service(struct loading *L, const char *path, void *dl, const stru
     for (size_t i = 0; i < n_tasks; i++) {
         const struct cel_task_def *d = &svc->tasks[i];
         struct cel__task_entry *e = &r->tasks[r->n_tasks++];
-        *e = (struct cel__task_entry){d->name, d, (void *)(uintptr_t)r->n_slots, 0};
+        *e = (struct cel__task_entry){d->name, d, (void *)(uintptr_t)r->n_slots, 0, NULL};
         if (d->rate_limit)
             cel__rate_parse(d->rate_limit, &e->rate_per_s);
     }
@@ -410,5 +417,6 @@ void cel__registry_unref(struct cel__registry *r)
     free(r->slots);
     free(r->tasks);
     free(r->table);
+    free(r->buckets);
     free(r);
 }

@@ -19,12 +19,19 @@ struct cel__service_slot {
     int init_rc; /* 1 = init not yet run, 0 = ok, < 0 = init failed */
 };
 
+/* A token bucket for a rate-limited task (per worker, in the supervisor). */
+struct cel__bucket {
+    double tokens;
+    int64_t last_us; /* monotonic time of the last refill */
+};
+
 /* Per-task settings the supervisor needs, parsed once at load time. */
 struct cel__task_entry {
     const char *name;
     const struct cel_task_def *def;
     struct cel__service_slot *slot;
-    double rate_per_s; /* from def->rate_limit; 0 = unlimited */
+    double rate_per_s;          /* from def->rate_limit; 0 = unlimited */
+    struct cel__bucket *bucket; /* NULL when not rate limited */
 };
 
 struct cel__registry {
@@ -34,7 +41,8 @@ struct cel__registry {
     size_t n_slots;
     struct cel__task_entry *tasks;
     size_t n_tasks;
-    uint32_t *table; /* open addressing: index + 1 into tasks, 0 = empty */
+    uint32_t *table;             /* open addressing: index + 1 into tasks, 0 = empty */
+    struct cel__bucket *buckets; /* one per task */
     uint32_t mask;
     struct cel__registry *prev; /* older generation this one keeps alive (shared slots) */
 };

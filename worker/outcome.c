@@ -7,17 +7,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include "common/clock.h"
 #include "common/log.h"
 #include "common/uuid.h"
 #include "worker/canvas.h"
 #include "worker/sup.h"
-
-/* Until worker/canvas.c lands on main the canvas entry points are weak: without them the
- * worker runs plain tasks and ignores link/chain/errbacks (logged). */
-#pragma weak cel__canvas_success
-#pragma weak cel__canvas_failure
 
 #define ATTEMPTS_TTL_S 86400
 /* Finished jobs are recorded in batches: one publish, one Redis pipeline and one multiple ack
@@ -90,7 +86,21 @@ static int store_meta(struct cel__sup *s, struct cel__job *j, const char *task_i
     r->date_done = cel_state_ready(r->status) ? cel_now_us() : 0;
     cel_buf_clear(&s->scratch);
     int rc = cel_result_encode(r, cel__result_format(s, j), &s->scratch);
-    return rc < 0 ? rc : add_put(j, task_id, cel_buf_span(&s->scratch));
+    if (rc < 0 || (rc = add_put(j, task_id, cel_buf_span(&s->scratch))) < 0)
+        return rc;
+    if (own && r->date_done)
+        j->idem_meta = j->puts[j->n_puts - 1].meta;
+    return 0;
+}
+
+/* ignore_result: nothing is stored, but an idempotency key still needs the final meta. */
+static void idem_meta_only(struct cel__sup *s, struct cel__job *j, struct cel_result *r)
+{
+    r->task_id = j->t.id;
+    r->date_done = cel_now_us();
+    cel_buf_clear(&s->scratch);
+    if (cel_result_encode(r, cel__result_format(s, j), &s->scratch) == 0)
+        j->idem_meta = arena_copy(&j->arena, cel_buf_span(&s->scratch));
 }
 
 void cel__outcome_store_exc(struct cel__sup *s, struct cel__job *j, const char *status,
@@ -228,6 +238,27 @@ static int publish_outbox(struct cel__sup *s, struct cel__job *j, const struct c
     return 0;
 }
 
+/* A chord header part: remember its entry for the chord step after the result is stored. */
+static void chord_part(struct cel__sup *s, struct cel__job *j, const char *state,
+                       struct cel_span result, const struct cel_exc *exc)
+{
+    if (!j->t.chord.len || !j->t.group)
+        return;
+    struct cel_buf tmp = CEL_BUF_INIT;
+    int rc = 0;
+    if (exc && (rc = cel_exc_pack(exc, &tmp)) == 0)
+        result = cel_buf_span(&tmp);
+    cel_buf_clear(&s->scratch);
+    if (rc == 0)
+        rc = cel__canvas_chord_entry_fmt(j->t.id, state, result, cel__result_format(s, j),
+                                         &s->scratch);
+    if (rc == 0)
+        j->chord_entry = arena_copy(&j->arena, cel_buf_span(&s->scratch));
+    else
+        cel_log_error("task %s: chord entry: %s", j->t.id, cel_strerror(rc));
+    cel_buf_free(&tmp);
+}
+
 static bool ignore_result(const struct cel__job *j)
 {
     return j->t.ignore_result || (j->entry && (j->entry->def->flags & CEL_TASK_IGNORE_RESULT));
@@ -238,16 +269,15 @@ static void on_failure(struct cel__sup *s, struct cel__job *j, const struct cel_
     struct cel__outbox out;
     const char **ids = NULL;
     size_t n_ids = 0;
-    out.n = 0;
-    int rc = cel__canvas_failure
-                 ? cel__canvas_failure(&j->t, exc, s->origin, &j->arena, &out, &ids, &n_ids)
-                 : 0;
+    cel__outbox_init(&out);
+    int rc = cel__canvas_failure(&j->t, exc, s->origin, &j->arena, &out, &ids, &n_ids);
     if (rc == 0)
         rc = publish_outbox(s, j, &out);
     if (rc < 0)
         cel_log_error("task %s: canvas on failure: %s", j->t.id, cel_strerror(rc));
     struct cel_result r = {.status = CEL_STATE_FAILURE, .exc = exc};
     store_meta(s, j, j->t.id, &r);
+    chord_part(s, j, CEL_STATE_FAILURE, (struct cel_span){NULL, 0}, exc);
     for (size_t i = 0; i < n_ids; i++) {
         struct cel_result rr = {.status = CEL_STATE_FAILURE, .exc = exc};
         store_meta(s, j, ids[i], &rr);
@@ -260,10 +290,8 @@ static void on_success(struct cel__sup *s, struct cel__job *j, const struct cel_
     struct cel_span retval = rep->result.len ? rep->result : CEL_SPAN_LIT("\xc0");
     struct cel__outbox out;
     struct cel_buf children = CEL_BUF_INIT;
-    out.n = 0;
-    int rc = cel__canvas_success
-                 ? cel__canvas_success(&j->t, retval, s->origin, &j->arena, &out, &children)
-                 : 0;
+    cel__outbox_init(&out);
+    int rc = cel__canvas_success(&j->t, retval, s->origin, &j->arena, &out, &children);
     if (rc == 0)
         rc = publish_outbox(s, j, &out);
     for (uint32_t i = 0; rc == 0 && i < rep->n_enq; i++)
@@ -278,10 +306,12 @@ static void on_success(struct cel__sup *s, struct cel__job *j, const struct cel_
     }
     struct cel_span kids = arena_copy(&j->arena, cel_buf_span(&children));
     cel_buf_free(&children);
-    if (!ignore_result(j)) {
-        struct cel_result r = {.status = CEL_STATE_SUCCESS, .result = retval, .children = kids};
+    struct cel_result r = {.status = CEL_STATE_SUCCESS, .result = retval, .children = kids};
+    if (!ignore_result(j))
         store_meta(s, j, j->t.id, &r);
-    }
+    else if (j->idem_token)
+        idem_meta_only(s, j, &r);
+    chord_part(s, j, CEL_STATE_SUCCESS, retval, NULL);
     log_outcome(s, j, CEL_LOG_DEBUG, "success", "task succeeded");
     cel__job_done(s, j, SETTLE_ACK);
 }
@@ -506,15 +536,86 @@ static int flush_store(struct cel__sup *s)
         if (!(s->putbuf =
                   grow_scratch(s->putbuf, &s->cap_putbuf, n + j->n_puts + 1, sizeof *s->putbuf)))
             return CEL_ENOMEM;
-        memcpy(s->putbuf + n, j->puts, j->n_puts * sizeof *j->puts);
+        if (j->n_puts)
+            memcpy(s->putbuf + n, j->puts, j->n_puts * sizeof *j->puts);
         n += j->n_puts;
     }
     int rc = n ? cel_store_put_results(s->store, s->putbuf, n) : 0;
     if (rc < 0)
         return rc;
+    bool fault = false;
     for (struct cel__job *j = s->dhead; j; j = j->next)
-        if (j->stage == STAGE_STORE)
-            j->stage = STAGE_SETTLE;
+        if (j->stage == STAGE_STORE) {
+            cel__idem_finish(s, j);
+            j->stage = j->chord_entry.len && j->settle == SETTLE_ACK ? STAGE_CHORD : STAGE_SETTLE;
+            fault |= s->fault_kill_before_ack && j->decoded &&
+                     strcmp(j->t.task, s->fault_kill_before_ack) == 0;
+        }
+    if (fault) {
+        cel_log_warning("CELERIAC_FAULT_KILL_BEFORE_ACK: killing the worker before the ack");
+        kill(getpid(), SIGKILL);
+    }
+    return 0;
+}
+
+/* ---- chords: after a header part's result is stored (spec 4.2) ---- */
+
+static int chord_error(struct cel__sup *s, struct cel__job *j, const char *body_id,
+                       const struct cel_exc *exc)
+{
+    struct cel_result r = {.status = CEL_STATE_FAILURE, .exc = exc};
+    int rc = store_meta(s, j, body_id, &r);
+    if (rc == 0)
+        rc = cel_store_put_results(s->store, &j->puts[j->n_puts - 1], 1);
+    cel_log_warning("chord %s failed: %s: %s", j->t.group, exc->type,
+                    exc->message ? exc->message : "");
+    return rc;
+}
+
+static int chord_body(struct cel__sup *s, struct cel__job *j, struct cel_span parts)
+{
+    struct cel__outmsg *body = NULL;
+    const char *body_id = NULL;
+    struct cel_exc *err = NULL;
+    int rc = cel__canvas_chord_body(&j->t, parts, s->origin, &j->arena, &body, &body_id, &err);
+    if (rc < 0) {
+        cel_log_error("chord %s: cannot build the body: %s", j->t.group, cel_strerror(rc));
+        return 0; /* a malformed chord will not get better by retrying */
+    }
+    if (!body)
+        return err && body_id ? chord_error(s, j, body_id, err) : 0;
+    size_t first = j->n_pubs;
+    if ((rc = cel__outcome_publish_task(s, j, &body->task, body->queue, body->delay_s)) < 0)
+        return rc;
+    return s->bc->publish(s->broker, &j->pubs[first], 1, NULL);
+}
+
+static int chord_step(struct cel__sup *s, struct cel__job *j)
+{
+    bool complete = false;
+    struct cel_buf parts = CEL_BUF_INIT;
+    int rc = cel_store_chord_part(s->store, j->t.group, j->t.group_index, j->chord_entry, 0,
+                                  &complete, &parts);
+    if (rc == 0 && complete && (rc = chord_body(s, j, cel_buf_span(&parts))) == 0)
+        rc = cel_store_chord_cleanup(s->store, j->t.group);
+    cel_buf_free(&parts);
+    return rc;
+}
+
+static int flush_chords(struct cel__sup *s)
+{
+    for (struct cel__job *j = s->dhead; j; j = j->next) {
+        if (j->stage != STAGE_CHORD)
+            continue;
+        if (cel__job_void(s, j) || !s->connected) {
+            j->stage = STAGE_SETTLE; /* redelivered: the part will be counted then */
+            continue;
+        }
+        int rc = chord_step(s, j);
+        if (rc < 0)
+            return rc;
+        j->stage = STAGE_SETTLE;
+    }
     return 0;
 }
 
@@ -566,6 +667,7 @@ static void flush_settle(struct cel__sup *s)
         }
         if (j->unsettled && !cel__job_void(s, j) && s->connected)
             settle_one(s, j);
+        cel__idem_finish(s, j); /* a requeue that skipped the store gives the lease back */
         cel__job_release(s, j);
     }
     s->dhead = keep;
@@ -592,6 +694,10 @@ void cel__flush(struct cel__sup *s)
     }
     if ((rc = flush_store(s)) < 0) {
         retry_later(s, "storing results", rc);
+        return;
+    }
+    if ((rc = flush_chords(s)) < 0) {
+        retry_later(s, "completing a chord", rc);
         return;
     }
     s->flush_attempt = 0;

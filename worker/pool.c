@@ -52,6 +52,7 @@ static int spawn(struct cel__sup *s, struct cel__child *c)
     cel_buf_clear(&c->in);
     cel_buf_clear(&c->out);
     c->reg = cel__registry_ref(s->reg);
+    c->spawned_us = cel_mono_us();
     cel_log_debug("child %d started (pid %ld)", c->index, (long)pid);
     return 0;
 }
@@ -60,9 +61,10 @@ static void spawn_missing(struct cel__sup *s)
 {
     if (s->draining || s->stop)
         return;
+    int64_t now = cel_mono_us();
     for (int i = 0; i < s->n_children; i++) {
         struct cel__child *c = &s->children[i];
-        if (c->pid == 0 && c->fd < 0 && spawn(s, c) < 0)
+        if (c->pid == 0 && c->fd < 0 && now >= c->respawn_at_us && spawn(s, c) < 0)
             cel_log_error("cannot start child %d: %s", i, strerror(errno));
     }
 }
@@ -162,16 +164,78 @@ static struct cel__child *idle_child(struct cel__sup *s)
     return NULL;
 }
 
-static struct cel__job *queue_pop(struct cel__sup *s)
+/* Removes j (whose predecessor is prev, NULL at the head) from the queue. */
+static void queue_unlink(struct cel__sup *s, struct cel__job *prev, struct cel__job *j)
 {
-    struct cel__job *j = s->qhead;
-    if (j) {
+    if (prev)
+        prev->next = j->next;
+    else
         s->qhead = j->next;
-        if (!s->qhead)
-            s->qtail = NULL;
-        s->n_queued--;
-        j->next = NULL;
+    if (s->qtail == j)
+        s->qtail = prev;
+    s->n_queued--;
+    j->next = NULL;
+}
+
+/* Rate limits: a token bucket per task; a job without a token waits in the queue (later jobs
+ * go ahead of it) for up to RATE_WAIT_US, then goes back to the broker through a short delay. */
+#define RATE_WAIT_US 1000000
+#define RATE_REQUEUE_DELAY_S 1
+
+static bool take_token(struct cel__bucket *b, double rate, int64_t now)
+{
+    double cap = rate < 1 ? 1 : rate;
+    b->tokens += (double)(now - b->last_us) / 1e6 * rate;
+    if (b->tokens > cap)
+        b->tokens = cap;
+    b->last_us = now;
+    if (b->tokens < 1)
+        return false;
+    b->tokens -= 1;
+    return true;
+}
+
+static void rate_requeue(struct cel__sup *s, struct cel__job *j)
+{
+    struct cel_publish *p = cel_arena_alloc(&j->arena, sizeof *p);
+    if (!p) {
+        cel__job_done(s, j, SETTLE_REQUEUE);
+        return;
     }
+    *p = (struct cel_publish){"",        j->d.queue,           &j->d.props, &j->d.headers,
+                              j->d.body, RATE_REQUEUE_DELAY_S, false};
+    j->pubs = p;
+    j->n_pubs = j->cap_pubs = 1;
+    j->outcome = "rate-limited";
+    cel_log_debug("task %s: rate limit %s: back to the broker for %d s", j->t.id,
+                  j->entry->def->rate_limit, RATE_REQUEUE_DELAY_S);
+    cel__job_done(s, j, SETTLE_ACK);
+}
+
+/* The next job that may run now, unlinked from the queue; NULL when none. */
+static struct cel__job *queue_take(struct cel__sup *s)
+{
+    int64_t now = 0;
+    struct cel__job *prev = NULL, *j = s->qhead, *next;
+    s->rate_waiting = false;
+    for (; j; j = next) {
+        next = j->next;
+        struct cel__bucket *b = j->entry->bucket;
+        if (!b)
+            break;
+        now = now ? now : cel_mono_us();
+        if (take_token(b, j->entry->rate_per_s, now))
+            break;
+        if (now - j->queued_us >= RATE_WAIT_US) {
+            queue_unlink(s, prev, j);
+            rate_requeue(s, j);
+            continue;
+        }
+        s->rate_waiting = true;
+        prev = j;
+    }
+    if (j)
+        queue_unlink(s, prev, j);
     return j;
 }
 
@@ -214,13 +278,18 @@ static void solo_run(struct cel__sup *s, struct cel__job *j)
 void cel__pool_dispatch(struct cel__sup *s)
 {
     if (s->solo) {
-        for (int n = 0; n < 256 && s->qhead; n++)
-            solo_run(s, queue_pop(s));
+        struct cel__job *j;
+        for (int n = 0; n < 256 && (j = queue_take(s)); n++) {
+            if (!cel__revoke_check(s, j))
+                solo_run(s, j);
+        }
         return;
     }
     struct cel__child *c;
-    while (s->qhead && (c = idle_child(s))) {
-        struct cel__job *j = queue_pop(s);
+    struct cel__job *j;
+    while (s->qhead && (c = idle_child(s)) && (j = queue_take(s))) {
+        if (cel__revoke_check(s, j))
+            continue;
         if (send_job(s, c, j) < 0)
             cel__job_done(s, j, SETTLE_REQUEUE);
     }
@@ -350,10 +419,29 @@ static void child_gone(struct cel__sup *s, struct cel__child *c, int status,
     }
     if (c->fd >= 0)
         close(c->fd);
+    int64_t now = cel_mono_us();
+    bool early = !j && !c->retiring && c->jobs_done == 0 && now - c->spawned_us < CEL_USEC_PER_SEC;
+    c->fast_fails = early ? c->fast_fails + 1 : 0;
+    c->respawn_at_us = 0;
+    if (c->fast_fails) {
+        int64_t wait = (int64_t)100000 << (c->fast_fails < 7 ? c->fast_fails : 7);
+        c->respawn_at_us = now + wait;
+        cel_log_warning("child %d died at startup %u time(s) in a row; respawning in %lld ms",
+                        c->index, c->fast_fails, (long long)(wait / 1000));
+    }
     c->fd = -1;
     c->pid = 0;
     cel__registry_unref(c->reg);
     c->reg = NULL;
+}
+
+void cel__pool_maintain(struct cel__sup *s, int64_t now)
+{
+    for (int i = 0; i < s->n_children; i++)
+        if (!s->children[i].pid && now >= s->children[i].respawn_at_us) {
+            spawn_missing(s);
+            return;
+        }
 }
 
 void cel__pool_reap(struct cel__sup *s)

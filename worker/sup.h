@@ -25,7 +25,7 @@ enum job_state {
     J_DONE,    /* outcome known: publish -> store -> settle pending (the flush) */
 };
 
-enum job_stage { STAGE_PUBLISH, STAGE_STORE, STAGE_SETTLE };
+enum job_stage { STAGE_PUBLISH, STAGE_STORE, STAGE_CHORD, STAGE_SETTLE };
 enum job_settle { SETTLE_ACK, SETTLE_REQUEUE, SETTLE_NONE };
 enum job_kill { KILL_NONE, KILL_TIMELIMIT, KILL_REVOKED };
 
@@ -44,6 +44,7 @@ struct cel__job {
     struct cel__registry *reg; /* holds a reference while the job lives */
     uint64_t seq;
     struct cel__child *child;
+    int64_t queued_us;        /* monotonic, when it entered the queue */
     int64_t started_us;       /* monotonic */
     int64_t hard_deadline_us; /* monotonic; 0 = none */
     double hard_limit_s;
@@ -58,7 +59,9 @@ struct cel__job {
     size_t n_puts, cap_puts;
     const char *outcome; /* for the log line */
     /* idempotency */
-    const char *idem_token; /* non-NULL while this job holds the lease */
+    const char *idem_token;      /* non-NULL while this job holds the lease */
+    struct cel_span idem_meta;   /* the final meta to complete the key with */
+    struct cel_span chord_entry; /* a chord header part: its encoded [1, id, state, result] */
 };
 
 struct cel__child {
@@ -72,8 +75,11 @@ struct cel__child {
     struct cel_buf out;
     size_t out_off;
     unsigned jobs_done;
-    bool retiring; /* close after the current job */
-    bool hup;      /* its socket reported HUP/ERR: wait for SIGCHLD */
+    bool retiring;         /* close after the current job */
+    bool hup;              /* its socket reported HUP/ERR: wait for SIGCHLD */
+    int64_t spawned_us;    /* monotonic */
+    int64_t respawn_at_us; /* a child that keeps dying at startup is respawned with backoff */
+    unsigned fast_fails;
 };
 
 struct cel__sup {
@@ -89,6 +95,7 @@ struct cel__sup {
     struct cel__job *free_jobs;
     struct cel__job *qhead, *qtail; /* waiting for a child */
     size_t n_queued;
+    bool rate_waiting;              /* a rate-limited job waits for a token */
     struct cel__job *dhead, *dtail; /* done, waiting for the flush */
     struct cel__job *uhead, *utail; /* unsettled, in delivery order */
     size_t n_jobs;                  /* allocated */
@@ -122,6 +129,20 @@ struct cel__sup {
     bool reload_requested;
     int exit_code;
     bool stop;
+
+    /* durable revocations, polled from Redis into an in-memory set */
+    struct cel__revoked {
+        char **ids; /* open addressing; NULL = empty */
+        bool *terminate;
+        size_t cap, n;
+    } revoked;
+    int64_t revoked_since_ms;
+    int64_t next_revoke_poll_us;
+
+    /* test hook: CELERIAC_FAULT_KILL_BEFORE_ACK=<task> kills the worker after a batch holding
+     * that task is stored (and its idempotency key completed) and before it is acked */
+    const char *fault_kill_before_ack;
+    int64_t next_renew_us;
 
     /* stats */
     uint64_t processed, failed, retried;
@@ -157,7 +178,26 @@ void cel__pool_reap(struct cel__sup *s);
 void cel__pool_check_limits(struct cel__sup *s, int64_t now);
 void cel__pool_stop(struct cel__sup *s, bool kill_now);
 void cel__pool_retire_all(struct cel__sup *s);
+void cel__pool_maintain(struct cel__sup *s, int64_t now);
 int64_t cel__pool_next_deadline(const struct cel__sup *s);
+
+/* idem.c: idempotency keys (x-celeriac-idempotency-key) */
+/* Claims the key before the job is queued; false when the job was settled instead (done
+ * elsewhere: its result is copied; running elsewhere: delayed and retried later). */
+bool cel__idem_admit(struct cel__sup *s, struct cel__job *j);
+/* After the batch's results are stored: completes (final outcome) or releases the lease. */
+void cel__idem_finish(struct cel__sup *s, struct cel__job *j);
+void cel__idem_renew(struct cel__sup *s, int64_t now);
+
+/* revoke.c: durable revocation (celeriac-revoked in Redis) */
+void cel__revoke_poll(struct cel__sup *s, int64_t now);
+/* true when j's id is revoked: REVOKED 'revoked' is recorded and the job is settled */
+bool cel__revoke_check(struct cel__sup *s, struct cel__job *j);
+void cel__revoke_free(struct cel__sup *s);
+
+/* presence.c: the worker registry in Redis (producer inspect workers) */
+void cel__presence_beat(struct cel__sup *s, int64_t now);
+void cel__presence_leave(struct cel__sup *s);
 
 /* outcome.c */
 void cel__outcome_reply(struct cel__sup *s, struct cel__job *j, const struct cel__reply *r);

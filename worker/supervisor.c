@@ -22,6 +22,8 @@ static int open_store(struct cel__sup *s)
     cel_url_redact(s->cfg->backend, where, sizeof where);
     if (rc < 0)
         cel_log_error("result backend %s: %s", where, *err ? err : cel_strerror(rc));
+    else
+        cel__revoke_poll(s, 0); /* revocations first, before any delivery can arrive */
     return rc;
 }
 
@@ -176,17 +178,21 @@ static void summary(struct cel__sup *s, int64_t now)
 static void timers(struct cel__sup *s, int64_t now)
 {
     cel__pool_check_limits(s, now);
+    cel__pool_maintain(s, now);
     try_reconnect(s, now);
     if (s->connected && s->bc->tick(s->broker) < 0)
         cel_log_debug("broker tick: %s", s->bc->errstr(s->broker));
     summary(s, now);
+    cel__idem_renew(s, now);
+    cel__revoke_poll(s, now);
+    cel__presence_beat(s, now);
 }
 
 static int poll_timeout_ms(const struct cel__sup *s, int64_t now)
 {
-    if ((s->connected && s->bc->pending(s->broker)) || (s->solo && s->qhead))
+    if ((s->connected && s->bc->pending(s->broker)) || (s->solo && s->qhead && !s->rate_waiting))
         return 0;
-    int64_t next = now + TICK_US;
+    int64_t next = now + (s->rate_waiting ? 20000 : TICK_US);
     int64_t dl = cel__pool_next_deadline(s);
     if (dl && dl < next)
         next = dl;
@@ -324,6 +330,7 @@ static void init_state(struct cel__sup *s, const struct cel__wcfg *cfg, struct c
     gethostname(host, sizeof host - 1);
     snprintf(s->origin, sizeof s->origin, "gen%ld@%s", (long)getpid(), host);
     s->sigfd = -1;
+    s->fault_kill_before_ack = getenv("CELERIAC_FAULT_KILL_BEFORE_ACK");
     s->started_wall_us = cel_now_us();
     msgpack_zone_init(&s->zone, 8192);
     srandom((unsigned)(getpid() ^ cel_now_us()));
@@ -341,10 +348,12 @@ int cel__supervisor_run(const struct cel__wcfg *cfg, struct cel__registry *reg)
         run_loop(s);
     }
     cel__pool_stop(s, s->stop || s->exit_code != 0);
+    cel__presence_leave(s);
     if (s->broker)
         s->bc->free(s->broker);
     cel_store_free(s->store);
     free_jobs(s);
+    cel__revoke_free(s);
     cel__registry_unref(s->reg);
     free(s->pfds);
     free(s->pubbuf);

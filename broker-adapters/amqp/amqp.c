@@ -14,9 +14,7 @@
 
 #include "broker-adapters/amqp/amqp_adapter.h"
 
-#define B(x) ((struct cel__amqp *)(void *)(x))
-#define CONFIRM_TIMEOUT_MS 30000
-#define DRAIN_EVERY 128 /* read confirms while sending a big batch so acks never pile up */
+#define B(x) CEL__AMQP(x)
 #define TX_SERVICE_US 100000
 
 static char *dup_opt(const char *s, bool *oom)
@@ -118,67 +116,10 @@ static int amqp_open(struct cel_broker **out, const struct cel_broker_opts *o, c
     return 0;
 }
 
-/* ---- the publisher connection ---- */
-
-static int tx_frame(struct cel__amqp *b, amqp_frame_t *f, int timeout_ms)
-{
-    struct timeval tv = {timeout_ms / 1000, (timeout_ms % 1000) * 1000};
-    int st = amqp_simple_wait_frame_noblock(b->tx.st, f, &tv);
-    if (st == AMQP_STATUS_OK)
-        return 0;
-    if (st == AMQP_STATUS_TIMEOUT)
-        return CEL_ETIMEDOUT;
-    cel__amqp_seterr(b, "publisher connection: %s", amqp_error_string2(st));
-    cel__amqp_conn_drop(&b->tx);
-    return CEL_ECONN;
-}
-
-/* A frame on tx outside a publish: closes are handled, anything else is dropped. */
-static int tx_stray(struct cel__amqp *b, const amqp_frame_t *f)
-{
-    if (f->frame_type != AMQP_FRAME_METHOD)
-        return 0;
-    amqp_method_number_t id = f->payload.method.id;
-    if (id == AMQP_CHANNEL_CLOSE_METHOD || id == AMQP_CONNECTION_CLOSE_METHOD)
-        return cel__amqp_close_frame(b, &b->tx, f, "publisher");
-    if (id == AMQP_BASIC_RETURN_METHOD) {
-        amqp_message_t msg;
-        amqp_rpc_reply_t r = amqp_read_message(b->tx.st, f->channel, &msg, 0);
-        if (r.reply_type != AMQP_RESPONSE_NORMAL) {
-            cel__amqp_conn_drop(&b->tx);
-            return CEL_ECONN;
-        }
-        amqp_destroy_message(&msg);
-    }
-    return 0;
-}
-
-/* Reads what the broker sent on tx without waiting; sends heartbeats when due. */
-static void tx_service(struct cel__amqp *b)
-{
-    amqp_frame_t f;
-    while (b->tx.st && tx_frame(b, &f, 0) == 0)
-        if (tx_stray(b, &f) != 0)
-            break;
-    if (b->tx.st)
-        amqp_maybe_release_buffers(b->tx.st);
-}
-
-static int tx_ready(struct cel__amqp *b)
-{
-    tx_service(b);
-    if (b->tx.st)
-        return 0;
-    int rc = cel__amqp_conn_open_any(b, &b->tx, b->cur);
-    for (size_t i = 0; rc == 0 && i < b->nq; i++)
-        b->q[i].delay_bound = false;
-    return rc;
-}
-
 static int amqp_declare(struct cel_broker *broker, const char *name)
 {
     struct cel__amqp *b = B(broker);
-    int rc = tx_ready(b);
+    int rc = cel__amqp_tx_ready(b);
     if (rc != 0)
         return rc;
     struct cel__amqp_queue *q = cel__amqp_queue_find(b, name, true);
@@ -186,264 +127,6 @@ static int amqp_declare(struct cel_broker *broker, const char *name)
         return CEL_ENOMEM;
     rc = cel__amqp_declare_queue(b, q);
     q->declared |= rc == 0;
-    return rc;
-}
-
-/* ---- publish with confirms ---- */
-
-enum { M_SETTLED = 1, M_NACKED = 2, M_RETURNED = 4 };
-
-struct batch {
-    const struct cel_publish *m;
-    size_t n, sent, settled, low;
-    uint64_t base; /* sequence number of m[0] */
-    uint8_t *st;
-};
-
-/* Where message m really goes: its own exchange/key, or the delay level and bits key. */
-static int route(const struct cel_publish *m, char *ex, size_t exlen, char *rk, size_t rklen)
-{
-    if (m->delay_s == 0) {
-        snprintf(ex, exlen, "%s", m->exchange ? m->exchange : "");
-        snprintf(rk, rklen, "%s", m->routing_key ? m->routing_key : "");
-        return 0;
-    }
-    return cel__amqp_delay_route(m->delay_s, m->routing_key ? m->routing_key : "", ex, exlen, rk,
-                                 rklen);
-}
-
-static void settle(struct batch *bt, uint64_t tag, bool multiple, uint8_t how)
-{
-    if (tag < bt->base || tag - bt->base >= bt->sent)
-        return;
-    size_t hi = (size_t)(tag - bt->base);
-    for (size_t i = multiple ? bt->low : hi; i <= hi; i++) {
-        if (bt->st[i] & M_SETTLED)
-            continue;
-        bt->st[i] |= M_SETTLED | how;
-        bt->settled++;
-    }
-    while (bt->low < bt->sent && (bt->st[bt->low] & M_SETTLED))
-        bt->low++;
-}
-
-static bool same_bytes(amqp_bytes_t a, const char *s, size_t n)
-{
-    return a.len == n && (n == 0 || memcmp(a.bytes, s, n) == 0);
-}
-
-/* basic.return: marks the first unsettled message with that route and body. */
-static void returned(struct batch *bt, const amqp_basic_return_t *r, const amqp_message_t *msg)
-{
-    char ex[256], rk[512];
-    for (size_t i = bt->low; i < bt->sent; i++) {
-        if ((bt->st[i] & (M_SETTLED | M_RETURNED)) ||
-            route(&bt->m[i], ex, sizeof ex, rk, sizeof rk))
-            continue;
-        if (same_bytes(r->exchange, ex, strlen(ex)) && same_bytes(r->routing_key, rk, strlen(rk)) &&
-            same_bytes(msg->body, bt->m[i].body.ptr, bt->m[i].body.len)) {
-            bt->st[i] |= M_RETURNED;
-            return;
-        }
-    }
-}
-
-static int confirm_frame(struct cel__amqp *b, struct batch *bt, const amqp_frame_t *f)
-{
-    if (f->frame_type != AMQP_FRAME_METHOD)
-        return 0;
-    const void *d = f->payload.method.decoded;
-    switch (f->payload.method.id) {
-    case AMQP_BASIC_ACK_METHOD:
-        settle(bt, ((const amqp_basic_ack_t *)d)->delivery_tag,
-               ((const amqp_basic_ack_t *)d)->multiple, 0);
-        return 0;
-    case AMQP_BASIC_NACK_METHOD:
-        settle(bt, ((const amqp_basic_nack_t *)d)->delivery_tag,
-               ((const amqp_basic_nack_t *)d)->multiple, M_NACKED);
-        return 0;
-    case AMQP_BASIC_RETURN_METHOD: {
-        amqp_basic_return_t ret = *(const amqp_basic_return_t *)d;
-        amqp_message_t msg;
-        amqp_rpc_reply_t r = amqp_read_message(b->tx.st, f->channel, &msg, 0);
-        if (r.reply_type != AMQP_RESPONSE_NORMAL) {
-            cel__amqp_seterr(b, "publisher connection: reading a returned message failed");
-            cel__amqp_conn_drop(&b->tx);
-            return CEL_ECONN;
-        }
-        returned(bt, &ret, &msg);
-        amqp_destroy_message(&msg);
-        return 0;
-    }
-    default:
-        return tx_stray(b, f);
-    }
-}
-
-static int drain(struct cel__amqp *b, struct batch *bt, int timeout_ms)
-{
-    amqp_frame_t f;
-    int rc;
-    while ((rc = tx_frame(b, &f, timeout_ms)) == 0) {
-        if ((rc = confirm_frame(b, bt, &f)) != 0)
-            return rc;
-        if (timeout_ms > 0)
-            return 0;
-    }
-    return rc;
-}
-
-static void props_to_amqp(const struct cel_publish *m, amqp_basic_properties_t *p)
-{
-    const struct cel_props *c = m->props;
-    memset(p, 0, sizeof *p);
-    if (!c)
-        return;
-#define STR_PROP(field, flag)                                                                      \
-    if (c->field) {                                                                                \
-        p->_flags |= flag;                                                                         \
-        p->field = amqp_cstring_bytes(c->field);                                                   \
-    }
-    STR_PROP(content_type, AMQP_BASIC_CONTENT_TYPE_FLAG)
-    STR_PROP(content_encoding, AMQP_BASIC_CONTENT_ENCODING_FLAG)
-    STR_PROP(correlation_id, AMQP_BASIC_CORRELATION_ID_FLAG)
-    STR_PROP(reply_to, AMQP_BASIC_REPLY_TO_FLAG)
-#undef STR_PROP
-    /* A per-message TTL would expire inside a delay level and skip ahead, so delayed messages
-     * travel without it (RabbitMQ drops it on the first dead-lettering anyway). */
-    if (c->expiration && m->delay_s == 0) {
-        p->_flags |= AMQP_BASIC_EXPIRATION_FLAG;
-        p->expiration = amqp_cstring_bytes(c->expiration);
-    }
-    if (c->delivery_mode) {
-        p->_flags |= AMQP_BASIC_DELIVERY_MODE_FLAG;
-        p->delivery_mode = c->delivery_mode;
-    }
-    if (c->has_priority) {
-        p->_flags |= AMQP_BASIC_PRIORITY_FLAG;
-        p->priority = c->priority;
-    }
-}
-
-static int send_one(struct cel__amqp *b, const struct cel_publish *m)
-{
-    amqp_basic_properties_t p;
-    char ex[256], rk[512];
-    int rc = route(m, ex, sizeof ex, rk, sizeof rk);
-    if (rc != 0) {
-        cel__amqp_seterr(b, "publish: bad delay %u s or routing key", m->delay_s);
-        return rc;
-    }
-    props_to_amqp(m, &p);
-    recycle_amqp_pool(&b->pool);
-    if (m->headers) {
-        rc = cel__amqp_table_from_cel(m->headers, &p.headers, &b->pool);
-        if (rc != 0) {
-            cel__amqp_seterr(b, "publish: headers cannot be encoded (%s)", cel_strerror(rc));
-            return rc;
-        }
-        p._flags |= AMQP_BASIC_HEADERS_FLAG;
-    }
-    amqp_bytes_t body = {m->body.len, (void *)m->body.ptr};
-    int st = amqp_basic_publish(b->tx.st, CEL__AMQP_CH, amqp_cstring_bytes(ex),
-                                amqp_cstring_bytes(rk), m->mandatory, 0, &p, body);
-    if (st == AMQP_STATUS_OK)
-        return 0;
-    cel__amqp_seterr(b, "publish: %s", amqp_error_string2(st));
-    cel__amqp_conn_drop(&b->tx);
-    return st == AMQP_STATUS_TABLE_TOO_BIG ? CEL_ETOOBIG : CEL_ECONN;
-}
-
-/* Declares the delay topology and the target queues' bindings before anything is in flight. */
-static int prepare_delays(struct cel__amqp *b, const struct cel_publish *msgs, size_t n)
-{
-    for (size_t i = 0; i < n; i++) {
-        if (msgs[i].delay_s == 0)
-            continue;
-        if (!msgs[i].routing_key || !*msgs[i].routing_key || msgs[i].delay_s > CEL_DELAY_MAX) {
-            cel__amqp_seterr(b, "publish: a delayed message needs a queue and <= %u s",
-                             CEL_DELAY_MAX);
-            return CEL_EINVAL;
-        }
-        struct cel__amqp_queue *q = cel__amqp_queue_find(b, msgs[i].routing_key, true);
-        if (!q)
-            return CEL_ENOMEM;
-        int rc = q->delay_bound ? 0 : cel__amqp_declare_queue(b, q);
-        if (rc != 0)
-            return rc;
-    }
-    return 0;
-}
-
-static int wait_confirms(struct cel__amqp *b, struct batch *bt)
-{
-    int64_t last = cel__amqp_mono_us();
-    while (bt->settled < bt->sent) {
-        size_t before = bt->settled;
-        int rc = drain(b, bt, 1000);
-        if (rc != 0 && rc != CEL_ETIMEDOUT)
-            return rc;
-        int64_t now = cel__amqp_mono_us();
-        if (bt->settled != before)
-            last = now;
-        else if (now - last > (int64_t)CONFIRM_TIMEOUT_MS * 1000) {
-            cel__amqp_seterr(b, "publish: no confirm from the broker for %d s",
-                             CONFIRM_TIMEOUT_MS / 1000);
-            cel__amqp_conn_drop(&b->tx);
-            return CEL_ETIMEDOUT;
-        }
-    }
-    return 0;
-}
-
-static int batch_result(struct cel__amqp *b, const struct batch *bt, int rc, size_t *confirmed)
-{
-    size_t i = 0;
-    while (i < bt->n && bt->st[i] == M_SETTLED)
-        i++;
-    if (confirmed)
-        *confirmed = i;
-    if (rc != 0 || i == bt->n)
-        return rc;
-    if (bt->st[i] & M_RETURNED) {
-        cel__amqp_seterr(b, "publish: message %zu of %zu returned unroutable (routing key %s)", i,
-                         bt->n, bt->m[i].routing_key ? bt->m[i].routing_key : "");
-        return CEL_EUNROUTABLE;
-    }
-    cel__amqp_seterr(b, "publish: message %zu of %zu nacked by the broker", i, bt->n);
-    return CEL_ENACK;
-}
-
-static int amqp_publish(struct cel_broker *broker, const struct cel_publish *msgs, size_t n,
-                        size_t *confirmed)
-{
-    struct cel__amqp *b = B(broker);
-    if (confirmed)
-        *confirmed = 0;
-    int rc = tx_ready(b);
-    if (rc == 0)
-        rc = prepare_delays(b, msgs, n);
-    if (rc != 0 || n == 0)
-        return rc;
-    struct batch bt = {.m = msgs, .n = n, .base = b->tx.next_seq};
-    bt.st = calloc(n, 1);
-    if (!bt.st)
-        return CEL_ENOMEM;
-    for (size_t i = 0; rc == 0 && i < n; i++) {
-        rc = send_one(b, &msgs[i]);
-        if (rc != 0)
-            break;
-        bt.sent++;
-        b->tx.next_seq++;
-        if (bt.sent % DRAIN_EVERY == 0) {
-            rc = drain(b, &bt, 0);
-            rc = rc == CEL_ETIMEDOUT ? 0 : rc;
-        }
-    }
-    if (rc == 0)
-        rc = wait_confirms(b, &bt);
-    rc = batch_result(b, &bt, rc, confirmed);
-    free(bt.st);
     return rc;
 }
 
@@ -563,7 +246,7 @@ static int fill(struct cel__amqp *b, struct cel_delivery *d, struct cel_arena *a
 static const char *queue_of(struct cel__amqp *b, amqp_bytes_t ctag)
 {
     for (size_t i = 0; i < b->nq; i++)
-        if (b->q[i].ctag && same_bytes(ctag, b->q[i].ctag, strlen(b->q[i].ctag)))
+        if (b->q[i].ctag && cel__amqp_same_bytes(ctag, b->q[i].ctag, strlen(b->q[i].ctag)))
             return b->q[i].name;
     return NULL;
 }
@@ -571,12 +254,14 @@ static const char *queue_of(struct cel__amqp *b, amqp_bytes_t ctag)
 static void server_cancel(struct cel__amqp *b, const amqp_basic_cancel_t *c)
 {
     for (size_t i = 0; i < b->nq; i++) {
-        if (!b->q[i].ctag || !same_bytes(c->consumer_tag, b->q[i].ctag, strlen(b->q[i].ctag)))
+        if (!b->q[i].ctag ||
+            !cel__amqp_same_bytes(c->consumer_tag, b->q[i].ctag, strlen(b->q[i].ctag)))
             continue;
         cel__amqp_seterr(b, "the broker cancelled the consumer of queue %s", b->q[i].name);
         free(b->q[i].ctag);
         b->q[i].ctag = NULL;
         b->q[i].consuming = false;
+        b->q[i].delay_bound = false; /* deleted with the queue, most likely */
     }
 }
 
@@ -637,28 +322,28 @@ static int next_once(struct cel__amqp *b, struct cel_delivery *d, struct cel_are
 
 static void tx_service_maybe(struct cel__amqp *b)
 {
-    int64_t now = cel__amqp_mono_us();
+    int64_t now = cel_mono_us();
     if (now - b->tx_serviced_us < TX_SERVICE_US)
         return;
     b->tx_serviced_us = now;
-    tx_service(b);
+    cel__amqp_tx_service(b);
 }
 
 static int amqp_next(struct cel_broker *broker, struct cel_delivery *d, struct cel_arena *a,
                      int timeout_ms)
 {
     struct cel__amqp *b = B(broker);
-    int64_t deadline = cel__amqp_mono_us() + (int64_t)timeout_ms * 1000;
+    int64_t deadline = cel_mono_us() + (int64_t)timeout_ms * 1000;
     for (;;) {
         if (!b->rx.st)
             return CEL_ECONN;
         tx_service_maybe(b);
-        int64_t left = timeout_ms < 0 ? 1000000 : deadline - cel__amqp_mono_us();
+        int64_t left = timeout_ms < 0 ? 1000000 : deadline - cel_mono_us();
         int slice = left <= 0 ? 0 : left > 1000000 ? 1000 : (int)(left / 1000);
         int rc = next_once(b, d, a, slice);
         if (rc == CEL_EAGAIN)
             continue;
-        if (rc != CEL_ETIMEDOUT || (timeout_ms >= 0 && cel__amqp_mono_us() >= deadline))
+        if (rc != CEL_ETIMEDOUT || (timeout_ms >= 0 && cel_mono_us() >= deadline))
             return rc;
     }
 }
@@ -776,10 +461,10 @@ static int amqp_reconnect(struct cel_broker *broker)
 static int amqp_tick(struct cel_broker *broker)
 {
     struct cel__amqp *b = B(broker);
-    tx_service(b);
+    cel__amqp_tx_service(b);
     if (!b->rx.st)
         return CEL_ECONN;
-    int64_t now = cel__amqp_mono_us();
+    int64_t now = cel_mono_us();
     if (b->heartbeat <= 0 || now - b->rx.hb_sent_us < (int64_t)b->heartbeat * 500000)
         return 0;
     b->rx.hb_sent_us = now;
@@ -795,7 +480,7 @@ static int amqp_tick(struct cel_broker *broker)
 static int amqp_queue_info(struct cel_broker *broker, const char *name, struct cel_queue_info *info)
 {
     struct cel__amqp *b = B(broker);
-    int rc = tx_ready(b);
+    int rc = cel__amqp_tx_ready(b);
     if (rc != 0)
         return rc;
     amqp_queue_declare_ok_t *ok = amqp_queue_declare(
@@ -852,7 +537,7 @@ static int amqp_get(struct cel_broker *broker, const char *name, struct cel_deli
 static int amqp_purge(struct cel_broker *broker, const char *name, uint32_t *purged)
 {
     struct cel__amqp *b = B(broker);
-    int rc = tx_ready(b);
+    int rc = cel__amqp_tx_ready(b);
     if (rc != 0)
         return rc;
     amqp_queue_purge_ok_t *ok = amqp_queue_purge(b->tx.st, CEL__AMQP_CH, amqp_cstring_bytes(name));
@@ -868,7 +553,7 @@ const struct cel_broker_class cel__amqp_broker_class = {
     .free = amqp_free,
     .errstr = amqp_errstr,
     .declare = amqp_declare,
-    .publish = amqp_publish,
+    .publish = cel__amqp_publish,
     .consume = amqp_consume,
     .next = amqp_next,
     .fd = amqp_fd,

@@ -6,9 +6,11 @@
 #include <amqp.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "broker-adapters/amqp/amqp_internal.h"
 #include "common/amqp_url.h"
+#include "common/clock.h"
 
 #define CEL__AMQP_CH 1     /* the consuming channel on rx, the publishing channel on tx */
 #define CEL__AMQP_GET_CH 2 /* basic.get on rx, so its content never mixes with deliveries */
@@ -28,6 +30,7 @@ struct cel__amqp_conn {
     uint64_t next_seq;          /* tx: publish sequence number of the next message */
     bool delay_declared;        /* tx: delay levels declared on this connection */
     int64_t hb_sent_us;         /* last heartbeat sent by tick() */
+    unsigned opens;             /* successful opens, for tests and diagnostics */
 };
 
 struct cel__amqp_queue {
@@ -60,6 +63,8 @@ struct cel__amqp {
     char errstr[512];
 };
 
+#define CEL__AMQP(x) ((struct cel__amqp *)(void *)(x))
+
 /* amqp_conn.c */
 void cel__amqp_seterr(struct cel__amqp *b, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
@@ -78,7 +83,19 @@ int cel__amqp_close_frame(struct cel__amqp *b, struct cel__amqp_conn *c, const a
 /* Reopens channel ch of c after the broker closed it (confirm.select again on tx; consumers
  * again and a new generation on rx). */
 int cel__amqp_channel_reopen(struct cel__amqp *b, struct cel__amqp_conn *c, amqp_channel_t ch);
-int64_t cel__amqp_mono_us(void);
+
+static inline bool cel__amqp_same_bytes(amqp_bytes_t a, const char *s, size_t n)
+{
+    return a.len == n && (n == 0 || memcmp(a.bytes, s, n) == 0);
+}
+
+/* amqp_publish.c */
+/* Reads what the broker sent on tx without waiting (closes; rabbitmq-c sends heartbeats). */
+void cel__amqp_tx_service(struct cel__amqp *b);
+/* tx open and serviced: reopened (one pass over the URLs) when the broker closed it. */
+int cel__amqp_tx_ready(struct cel__amqp *b);
+int cel__amqp_publish(struct cel_broker *broker, const struct cel_publish *msgs, size_t n,
+                      size_t *confirmed);
 
 /* amqp.c */
 int cel__amqp_consume_all(struct cel__amqp *b);

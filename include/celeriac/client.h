@@ -44,11 +44,12 @@ struct cel_client_config {
     enum cel_client_format format; /* default msgpack */
     int connect_timeout_ms;        /* 0 = 5000 */
     int reconnect_timeout_ms;      /* how long a flush keeps reconnecting after a connection
-                                      loss before giving up; 0 = 15000 */
+                                      loss before giving up; 0 = 60000 */
     size_t batch_max;              /* cel_client_add flushes by itself at this many; 0 = 500 */
-    const char *queue_type;        /* declared queues: NULL/"classic" or "quorum" (must match
-                                      the workers' declaration) */
-    int max_priority;              /* > 0: x-max-priority on declared queues (same caveat) */
+    const char *queue_type;        /* declared queues: "classic" or "quorum" (must match the
+                                      workers' declaration); NULL = $CELERIAC_QUEUE_TYPE */
+    int max_priority;              /* > 0: x-max-priority on declared queues (same caveat);
+                                      0 = $CELERIAC_MAX_PRIORITY */
 };
 
 /* A Celery signature for link / link_error / chain: task name plus optional msgpack parts.

@@ -60,8 +60,10 @@ class Stack:
     def _sh(self, *args, timeout=180):
         env = dict(os.environ, CELERIAC_RUN_DIR=str(self.run_dir))
         env.pop("STACK_TLS", None)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        # cwd: the Erlang VM drops erl_crash.dump into its working directory
         r = subprocess.run([str(ROOT / "scripts/stack.sh"), *args], env=env, capture_output=True,
-                           text=True, timeout=timeout)
+                           text=True, timeout=timeout, cwd=self.run_dir)
         if r.returncode != 0:
             raise AssertionError(f"stack.sh {' '.join(args)} failed ({r.returncode}): {r.stderr[-2000:]}")
         return r.stdout
@@ -172,6 +174,7 @@ class SuccessCounter(threading.Thread):
         self.counts = Counter()
         self.stop = threading.Event()
         self.ready = threading.Event()
+        self.last = time.monotonic()
 
     def run(self):
         while not self.stop.is_set():
@@ -182,9 +185,17 @@ class SuccessCounter(threading.Thread):
                 while not self.stop.is_set():
                     m = ps.get_message(timeout=0.5)
                     if m and m["type"] == "pmessage":
+                        self.last = time.monotonic()
                         self.count(m["data"])
             except redis.exceptions.ConnectionError:
                 time.sleep(0.2)
+
+    def drain(self, quiet=1.0, timeout=15):
+        """Returns once nothing was published for `quiet` seconds, then stops."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() - self.last < quiet and time.monotonic() < deadline:
+            time.sleep(0.1)
+        self.stop.set()
 
     def count(self, data):
         try:
@@ -215,10 +226,11 @@ class Run:
         self.plan(n_jobs, crash_every, hang_every, email_every)
         self.sent_lines = 0
         self.orphans = []
+        self.redis_restarted = False
 
     def plan(self, n, crash_every, hang_every, email_every):
         """jobs: (id, json line); expect: id -> (status, value or None); email keys by id."""
-        self.jobs, self.expect, self.email_keys = [], {}, {}
+        self.jobs, self.expect, self.email_keys, self.task_of = [], {}, {}, {}
         tag = uuid.uuid4().hex[:8]
         for i in range(n):
             tid = str(uuid.uuid4())
@@ -239,6 +251,7 @@ class Run:
                 value = f"v{i}-{tag}"
                 line.update(task="bench.noop", args=[value])
                 self.expect[tid] = ("SUCCESS", value)
+            self.task_of[tid] = line["task"]
             self.jobs.append((tid, json.dumps(line) + "\n"))
 
     # -- processes --
@@ -400,36 +413,50 @@ class Run:
 
     def verify(self):
         """Counts, prints the summary line, and returns a list of problems (empty = pass)."""
+        self.counter.drain()
         metas, dead, rows = self.metas, self.drain_dead(), self.outbox_rows()
-        self.counter.stop.set()
-        problems, lost = [], []
+        problems, lost, unexpected = [], [], []
         for tid, (status, value) in self.expect.items():
             m = metas.get(tid)
-            ok = m is not None and m.get("status") == status
+            final = m is not None and m.get("status") in ("SUCCESS", "FAILURE", "REVOKED")
+            if tid in self.email_keys and rows.get(tid, 0) == 0:
+                final = False
+            ok = final and m.get("status") == status
             if ok and value is not None:
                 ok = m.get("result") == value
-            if ok and tid in self.email_keys:
-                ok = rows.get(tid, 0) >= 1
             if ok and status == "FAILURE":
                 ok = dead.get(tid, 0) >= 1
-            if not ok:
+            if not final:
                 lost.append(tid)
+            elif not ok:
+                unexpected.append(tid)
         dup_success = [t for t, c in self.counter.counts.items() if c > 1]
         dup_mail = [self.email_keys.get(t, t) for t, c in rows.items() if c > 1]
         extra_dead = [t for t, c in dead.items() if self.expect.get(t, ("?",))[0] != "FAILURE" or c > 1]
         orphans = [p for p in self.orphans if pid_alive(p)]
+        # the duplicate detector must have seen every SUCCESS, or it proves nothing; after a
+        # Redis restart it may miss the first stores before it re-subscribes
+        unseen = [t for t, m in metas.items() if m.get("status") == "SUCCESS" and not self.counter.counts[t]]
+        if unseen and not self.redis_restarted:
+            problems.append(f"the SUCCESS counter missed {len(unseen)} publications, e.g. {unseen[:3]}")
         n = len(self.expect)
-        line = (f"chaos {self.scenario}: sent {n}, completed {n - len(lost)}, "
+        line = (f"chaos {self.scenario}: sent {n}, completed {n - len(lost) - len(unexpected)}, "
                 f"duplicates {len(dup_success) + len(dup_mail)}, lost {len(lost)}, "
-                f"time {self.elapsed:.1f} s")
+                + (f"unexpected outcome {len(unexpected)}, " if unexpected else "")
+                + f"time {self.elapsed:.1f} s")
         SUMMARY.append(line)
         print(line)
-        if lost:
-            sample = [(t, self.expect[t][0], (metas.get(t) or {}).get("status", "no result"),
-                       dead.get(t, 0)) for t in lost[:5]]
-            states = Counter((metas.get(t) or {}).get("status", "none") for t in lost)
-            problems.append(f"{len(lost)} jobs did not reach their expected state (by state: "
-                            f"{dict(states)}); e.g. (id, expected, got, dead letters): {sample}")
+        for what, bad in (("lost (no final state)", lost), ("with an unexpected outcome", unexpected)):
+            if not bad:
+                continue
+            sample = [(t, self.task_of[t], self.expect[t][0],
+                       (metas.get(t) or {}).get("status", "no result"), dead.get(t, 0),
+                       rows.get(t) if t in self.email_keys else "-") for t in bad[:5]]
+            kinds = Counter((self.task_of[t], (metas.get(t) or {}).get("status", "none"),
+                             dead.get(t, 0)) for t in bad)
+            problems.append(f"{len(bad)} jobs {what}; by (task, state, "
+                            f"dead letters): {dict(kinds)}; e.g. (id, task, expected, got, "
+                            f"dead letters, outbox rows): {sample}")
         if dup_success:
             problems.append(f"{len(dup_success)} ids had SUCCESS stored more than once, e.g. {dup_success[:3]}")
         if dup_mail:

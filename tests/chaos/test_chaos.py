@@ -81,6 +81,7 @@ def test_redis_restart(make_run, stack):
     run.start_sending()
     run.wait_sent(0.3)
     problems = [] if run.sending() else ["sending ended before the restart"]
+    run.redis_restarted = True
     stack.restart_redis(pause=2)
     settle_and_verify(run, problems)
     for w in run.workers:

@@ -10,6 +10,7 @@
 #include <cmocka.h>
 #include <poll.h>
 
+#include "broker-adapters/amqp/amqp_adapter.h"
 #include "test_broker_util.h"
 
 static const char *url;
@@ -205,10 +206,10 @@ static void ten_thousand_messages_none_lost_or_duplicated(void **state)
                                        .props = &p,
                                        .body = {bodies[i], strlen(bodies[i])}};
     }
-    int64_t t0 = test_now_us();
+    int64_t t0 = cel_mono_us();
     size_t confirmed = 0;
     assert_int_equal(f->c->publish(f->b, msgs, MANY, &confirmed), 0);
-    int64_t t1 = test_now_us();
+    int64_t t1 = cel_mono_us();
     assert_int_equal(confirmed, MANY);
     printf("# publish: one batch of %d confirmed in %.3f s (%.0f msg/s)\n", MANY, (t1 - t0) / 1e6,
            MANY / ((t1 - t0) / 1e6));
@@ -217,7 +218,7 @@ static void ten_thousand_messages_none_lost_or_duplicated(void **state)
         assert_int_equal(confirmed, BATCH);
     }
     printf("# publish: %d in batches of %d confirmed in %.3f s\n", MANY, BATCH,
-           (test_now_us() - t1) / 1e6);
+           (cel_mono_us() - t1) / 1e6);
     struct cel_queue_info qi;
     assert_int_equal(f->c->queue_info(f->b, f->q, &qi), 0);
     assert_int_equal(qi.messages, 2 * MANY);
@@ -226,7 +227,7 @@ static void ten_thousand_messages_none_lost_or_duplicated(void **state)
     assert_int_equal(f->c->consume(f->b, f->q, 500), 0);
     int got = 0;
     struct cel_delivery d;
-    int64_t t2 = test_now_us();
+    int64_t t2 = cel_mono_us();
     while (got < 2 * MANY) {
         cel_arena_reset(&f->a);
         int rc = f->c->next(f->b, &d, &f->a, 10000);
@@ -238,7 +239,7 @@ static void ten_thousand_messages_none_lost_or_duplicated(void **state)
         if (got % 100 == 0)
             assert_int_equal(f->c->ack(f->b, d.conn_gen, d.tag, true), 0);
     }
-    printf("# consume: %d in %.3f s\n", got, (test_now_us() - t2) / 1e6);
+    printf("# consume: %d in %.3f s\n", got, (cel_mono_us() - t2) / 1e6);
     for (int i = 0; i < MANY; i++)
         assert_int_equal(seen[i], 2);
     assert_int_equal(f->c->next(f->b, &d, &f->a, 300), CEL_ETIMEDOUT);
@@ -254,11 +255,11 @@ static void delayed_message_arrives_after_its_delay(void **state)
     struct cel_publish m[2] = {msg_to(f->q, &h, "later3"), msg_to(f->q, &h, "later")};
     m[0].delay_s = 3; /* bits 11: level 1 then level 0 */
     m[1].delay_s = 2; /* bits 10: level 1, then passes level 0 by the exchange binding */
-    int64_t t0 = test_now_us();
+    int64_t t0 = cel_mono_us();
     assert_int_equal(f->c->publish(f->b, m, 2, NULL), 0);
     struct cel_delivery d;
     int rc = f->c->next(f->b, &d, &f->a, 15000);
-    int64_t dt = test_now_us() - t0;
+    int64_t dt = cel_mono_us() - t0;
     assert_int_equal(rc, 0);
     printf("# delay 2 s: arrived after %.3f s\n", dt / 1e6);
     assert_true(dt >= 2000000);
@@ -272,7 +273,7 @@ static void delayed_message_arrives_after_its_delay(void **state)
     assert_int_equal(death->type, CEL_V_ARRAY);
     assert_int_equal(f->c->ack(f->b, d.conn_gen, d.tag, false), 0);
     rc = f->c->next(f->b, &d, &f->a, 15000);
-    dt = test_now_us() - t0;
+    dt = cel_mono_us() - t0;
     assert_int_equal(rc, 0);
     printf("# delay 3 s: arrived after %.3f s\n", dt / 1e6);
     assert_true(dt >= 3000000);
@@ -285,14 +286,14 @@ static void delayed_to_an_undeclared_queue_declares_it(void **state)
     struct fx *f = *state;
     struct cel_publish m = msg_to(f->q, NULL, "d1");
     m.delay_s = 1;
-    int64_t t0 = test_now_us();
+    int64_t t0 = cel_mono_us();
     assert_int_equal(f->c->publish(f->b, &m, 1, NULL), 0);
     struct cel_queue_info qi;
     assert_int_equal(f->c->queue_info(f->b, f->q, &qi), 0);
     assert_int_equal(f->c->consume(f->b, f->q, 10), 0);
     struct cel_delivery d;
     assert_int_equal(f->c->next(f->b, &d, &f->a, 15000), 0);
-    assert_true(test_now_us() - t0 >= 1000000);
+    assert_true(cel_mono_us() - t0 >= 1000000);
     assert_int_equal(f->c->ack(f->b, d.conn_gen, d.tag, false), 0);
     m.delay_s = (1u << 28); /* one past the 28 levels */
     assert_int_equal(f->c->publish(f->b, &m, 1, NULL), CEL_EINVAL);
@@ -464,6 +465,26 @@ static void a_failed_get_leaves_consumer_deliveries_alone(void **state)
     assert_int_equal(f->c->ack(f->b, d.conn_gen, d.tag, false), 0);
 }
 
+/* Deleting a consumed queue: the broker cancels the consumer; consuming it again works. */
+static void a_deleted_queue_cancels_its_consumer(void **state)
+{
+    struct fx *f = *state;
+    assert_int_equal(f->c->declare(f->b, f->q), 0);
+    assert_int_equal(f->c->consume(f->b, f->q, 1), 0);
+    test_cleanup_queue(url, f->q);
+    struct cel_delivery d;
+    assert_int_equal(f->c->next(f->b, &d, &f->a, 500), CEL_ETIMEDOUT);
+    assert_non_null(strstr(f->c->errstr(f->b), "cancelled the consumer"));
+    assert_int_equal(f->c->declare(f->b, f->q), 0);
+    assert_int_equal(f->c->consume(f->b, f->q, 1), 0);
+    struct cel_publish m = msg_to(f->q, NULL, "back");
+    m.delay_s = 1; /* the recreated queue is bound to the delay levels again */
+    assert_int_equal(f->c->publish(f->b, &m, 1, NULL), 0);
+    assert_int_equal(f->c->next(f->b, &d, &f->a, 15000), 0);
+    assert_string_equal(d.queue, f->q);
+    assert_int_equal(f->c->ack(f->b, d.conn_gen, d.tag, false), 0);
+}
+
 static void nack_requeues_and_redelivers(void **state)
 {
     struct fx *f = *state;
@@ -495,9 +516,11 @@ static void heartbeats_flow_with_poll_and_next0(void **state)
     assert_int_equal(cel_broker_open(&b, &o, err, sizeof err), 0);
     assert_int_equal(f->c->declare(b, f->q), 0);
     assert_int_equal(f->c->consume(b, f->q, 1), 0);
+    const struct cel__amqp *in = (const struct cel__amqp *)(const void *)b;
+    unsigned tx_opens = in->tx.opens;
     struct cel_delivery d;
-    int64_t end = test_now_us() + 9000000;
-    while (test_now_us() < end) {
+    int64_t end = cel_mono_us() + 9000000;
+    while (cel_mono_us() < end) {
         struct pollfd p = {.fd = f->c->fd(b), .events = POLLIN};
         assert_true(p.fd >= 0);
         if (!f->c->pending(b))
@@ -505,18 +528,23 @@ static void heartbeats_flow_with_poll_and_next0(void **state)
         int rc = f->c->next(b, &d, &f->a, 0);
         assert_int_equal(rc, CEL_ETIMEDOUT);
     }
+    /* the publisher connection too: still the same one (publish() would silently reopen it) */
     struct cel_publish m = msg_to(f->q, NULL, "alive");
     assert_int_equal(f->c->publish(b, &m, 1, NULL), 0);
+    assert_int_equal(in->tx.opens, tx_opens);
     assert_int_equal(f->c->next(b, &d, &f->a, 5000), 0);
     assert_int_equal(f->c->ack(b, d.conn_gen, d.tag, false), 0);
+    assert_int_equal(d.conn_gen, 1);
     /* tick() alone keeps an idle connection too */
-    end = test_now_us() + 7000000;
-    while (test_now_us() < end) {
+    end = cel_mono_us() + 7000000;
+    while (cel_mono_us() < end) {
         assert_int_equal(f->c->tick(b), 0);
         usleep(200000);
     }
     assert_int_equal(f->c->publish(b, &m, 1, NULL), 0);
+    assert_int_equal(in->tx.opens, tx_opens);
     assert_int_equal(f->c->next(b, &d, &f->a, 5000), 0);
+    assert_int_equal(d.conn_gen, 1);
     f->c->free(b);
 }
 
@@ -580,6 +608,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(missing_queue_is_not_found, setup, teardown),
         cmocka_unit_test_setup_teardown(a_failed_get_leaves_consumer_deliveries_alone, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(a_deleted_queue_cancels_its_consumer, setup, teardown),
         cmocka_unit_test_setup_teardown(nack_requeues_and_redelivers, setup, teardown),
         cmocka_unit_test_setup_teardown(heartbeats_flow_with_poll_and_next0, setup, teardown),
         cmocka_unit_test_setup_teardown(credentials_from_the_environment, setup, teardown),

@@ -13,6 +13,7 @@
 
 #include "celeriac/broker.h"
 #include "common/amqp_url.h"
+#include "common/clock.h"
 
 static inline const char *test_env(const char *name)
 {
@@ -34,13 +35,6 @@ static inline void test_name(char *out, size_t n, const char *what)
     clock_gettime(CLOCK_REALTIME, &ts);
     snprintf(out, n, "celeriac-test-%d-%lx-%u-%s", (int)getpid(), (unsigned long)ts.tv_nsec, seq++,
              what);
-}
-
-static inline int64_t test_now_us(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
 static inline struct cel_broker *test_open(const char *url, char *err, size_t errlen, int *rc)

@@ -61,14 +61,14 @@ def amqp_connect(url):
     return conn
 
 
-def celery_headers(task, task_id, **override):
+def celery_headers(name, task_id, override=None):
     h = {
-        "lang": "py", "task": task, "id": task_id, "shadow": None, "eta": None, "expires": None,
+        "lang": "py", "task": name, "id": task_id, "shadow": None, "eta": None, "expires": None,
         "group": None, "group_index": None, "retries": 0, "timelimit": [None, None],
         "root_id": task_id, "parent_id": None, "argsrepr": "()", "kwargsrepr": "{}",
         "origin": "gen0@hostile", "ignore_result": False,
     }
-    for k, v in override.items():
+    for k, v in (override or {}).items():
         if v is DROP:
             h.pop(k, None)
         else:
@@ -87,6 +87,13 @@ def body(args, kwargs, embed=EMBED):
 
 def _deep(levels):
     return b"\x93" + b"\x91" * levels + b"\xc0" + b"\x80\x80"
+
+
+def _nest(levels):
+    v = []
+    for _ in range(levels):
+        v = [v]
+    return v
 
 
 VALID = body([1], {})
@@ -132,6 +139,13 @@ CASES = {
     "eta_is_int": (VALID, {"eta": 12345}, {}),
     "expires_nonsense": (VALID, {"expires": "yesterday"}, {}),
     "unknown_task": (VALID, {"task": "bench.does_not_exist"}, {}),
+    "group_index_is_str": (VALID, {"group_index": "first"}, {}),
+    "ignore_result_is_str": (VALID, {"ignore_result": "no"}, {}),
+    "parent_id_is_list": (VALID, {"parent_id": ["a", "b"]}, {}),
+    "idempotency_key_is_int": (VALID, {"x-celeriac-idempotency-key": 7}, {}),
+    "signature_is_table": (VALID, {"x-celeriac-signature": {"alg": "none"}}, {}),
+    "header_nested_300_deep": (VALID, {"task": 1, "x-deep": _nest(300)}, {}),
+    "headers_5000_keys": (VALID, {"task": 1, **{f"x-k{i}": i for i in range(5000)}}, {}),
 }
 
 
@@ -196,7 +210,7 @@ class Worker:
         tid = str(uuid.uuid4())
         value = f"alive-{tid}"
         self.ids.append(tid)
-        self.publish(body([value], {}), celery_headers("bench.noop", tid, argsrepr=repr([value])),
+        self.publish(body([value], {}), celery_headers("bench.noop", tid, {"argsrepr": repr([value])}),
                      {"correlation_id": tid})
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -262,6 +276,18 @@ def worker():
             w.cleanup()
 
 
+def raw_body(msg):
+    """py-amqp decodes a body whose content_encoding names a codec (and returns '' for an empty
+    one); encode it back to compare bytes."""
+    b = msg.body
+    if isinstance(b, str):
+        try:
+            return b.encode(msg.properties.get("content_encoding") or "utf-8")
+        except LookupError:  # 'binary' and other non-codecs: only '' comes back as str
+            return b.encode("latin-1")
+    return bytes(b)
+
+
 def header_text(v):
     return v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v)
 
@@ -270,11 +296,13 @@ def header_text(v):
 def test_hostile_message_is_dead_lettered(worker, case):
     data, overrides, props = CASES[case]
     marker = f"{case}-{uuid.uuid4()}"
+    bad_id = str(uuid.uuid4())
+    worker.ids.append(bad_id)
     if overrides is None:
         headers = None
         props = dict(props, correlation_id=marker)
     else:
-        headers = celery_headers("bench.noop", str(uuid.uuid4()), **overrides)
+        headers = celery_headers("bench.noop", bad_id, overrides)
         headers["x-hostile-case"] = marker
     worker.publish(data, headers, props)
     worker.noop_round_trip()
@@ -286,11 +314,19 @@ def test_hostile_message_is_dead_lettered(worker, case):
         assert msg.properties.get("correlation_id") == marker, (case, msg.properties)
     else:
         assert header_text(got.get("x-hostile-case")) == marker, f"{case}: wrong dead letter {got}"
-    assert bytes(msg.body) == data, f"{case}: dead letter body differs from what was sent"
+    assert raw_body(msg) == data, f"{case}: dead letter body differs from what was sent"
     errors = {k: header_text(v) for k, v in got.items() if k.startswith("x-celeriac-error-")}
     assert errors, f"{case}: no x-celeriac-error-* headers in {sorted(got)}"
     assert any(v.strip() for v in errors.values()), f"{case}: empty error headers {errors}"
     print(f"hostile {case}: {errors}")
+    # a result the worker chose to store for it (e.g. NotRegistered) must be readable by Celery
+    stored = worker.redis.get(f"celery-task-meta-{bad_id}")
+    if stored is not None:
+        try:
+            meta = msgpack.unpackb(stored, raw=False)
+        except Exception as e:
+            pytest.fail(f"{case}: stored result is not readable by Python msgpack (raw=False): {e!r}")
+        assert meta.get("status") in ("FAILURE", "REVOKED"), f"{case}: stored {meta}"
     assert worker.proc.poll() is None, f"{case}: worker exited:\n{worker.log_tail()}"
 
 

@@ -126,3 +126,121 @@ def test_sighup_reloads_services_and_a_broken_file_keeps_the_old_version(
     w.wait_log("services generation 3 loaded")
     assert f"{d / 'testsvc.so'}: keeping the previously loaded version" in w.log_text()
     assert celery_app.send_task("testsvc.version", queue=queue).get(timeout=30) == 2
+
+
+def outbox_rows(data_dir):
+    import sqlite3
+
+    db = sqlite3.connect(data_dir / "email.db")
+    try:
+        return db.execute("SELECT job_id, to_addr FROM outbox").fetchall()
+    finally:
+        db.close()
+
+
+def send_welcome_5_times(celery_app, queue, key):
+    user = {"id": 1, "username": "dora", "email": f"{key}@x.io"}
+    return [celery_app.send_task("email.send_welcome", args=[user], queue=queue,
+                                 headers={"x-celeriac-idempotency-key": key})
+            for _ in range(5)]
+
+
+def test_same_idempotency_key_5_times_sends_one_mail(workers, queue, celery_app, redis_client,
+                                                     data_dir):
+    workers.start(queue, "-c", "2")
+    key = uniq("welcome")
+    sent = send_welcome_5_times(celery_app, queue, key)
+    values = [r.get(timeout=60) for r in sent]
+    assert all(v == values[0] for v in values)  # the same outbox_id for every duplicate
+    assert len(outbox_rows(data_dir)) == 1
+    assert redis_client.hget(f"celeriac-idem-{key}", "state") == b"done"
+    assert 0 < redis_client.ttl(f"celeriac-idem-{key}") <= 86400
+
+
+def test_idempotency_key_survives_a_kill_between_store_and_ack(workers, queue, celery_app,
+                                                               data_dir):
+    a = workers.start(queue, "-c", "1",
+                      env={"CELERIAC_FAULT_KILL_BEFORE_ACK": "email.send_welcome"})
+    key = uniq("welcome")
+    sent = send_welcome_5_times(celery_app, queue, key)
+    assert a.wait() == -signal.SIGKILL  # the handler ran and stored, the ack never happened
+    workers.start(queue, "-c", "2")
+    values = [r.get(timeout=60) for r in sent]
+    assert all(v == values[0] for v in values)
+    assert len(outbox_rows(data_dir)) == 1
+
+
+def producer_revoke(stack, task_id, *extra):
+    from conftest import BUILD
+
+    p = subprocess.run([str(BUILD / "bin" / "producer"), "revoke", task_id, *extra,
+                        "--broker", stack.broker, "--backend", stack.backend],
+                       capture_output=True, text=True, timeout=30)
+    assert p.returncode == 0, p.stderr
+
+
+def test_revoked_before_start_is_not_run_even_by_a_worker_started_later(
+        workers, queue, celery_app, redis_client, stack, data_dir):
+    import uuid
+
+    tid = str(uuid.uuid4())
+    producer_revoke(stack, tid)
+    name = uniq("never")
+    workers.start(queue)  # started after the revoke: it learns it from Redis
+    r = celery_app.send_task("bench.count", args=[name], queue=queue, task_id=tid)
+    meta = wait_meta(redis_client, r.id)
+    assert meta["status"] == "REVOKED"
+    assert meta["result"]["exc_message"] == ["revoked"]
+    assert celery_app.send_task("bench.count", args=[name], queue=queue).get(timeout=30) == 1
+
+
+def test_revoke_terminate_kills_the_running_child(workers, queue, celery_app, redis_client,
+                                                  stack):
+    w = workers.start(queue, "-c", "1")
+    r = celery_app.send_task("bench.sleep", args=[60], queue=queue)
+    w.wait_log('"outcome":"started"')
+    producer_revoke(stack, r.id, "--terminate")
+    meta = wait_meta(redis_client, r.id)
+    assert meta["status"] == "REVOKED"
+    assert meta["result"] == {"exc_type": "TaskRevokedError", "exc_message": ["terminated"],
+                              "exc_module": "celery.exceptions"}
+    assert celery_app.send_task("bench.noop", args=[5], queue=queue).get(timeout=30) == 5
+
+
+RATESVC = r"""
+#include <time.h>
+#include "celeriac/service.h"
+static int tick(const struct cel_host *host, struct cel_job *job, void *state)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return msgpack_pack_double(host->result(job), (double)ts.tv_sec + ts.tv_nsec / 1e9);
+}
+static const struct cel_task_def tasks[] = {
+    {.name = "ratesvc.tick", .handler = tick, .rate_limit = "4/s"},
+    {.name = NULL},
+};
+static const struct cel_service svc = {
+    .abi = CEL_SERVICE_ABI, .size = sizeof(struct cel_service), .name = "ratesvc", .tasks = tasks,
+};
+CEL_SERVICE_EXPORT(svc)
+"""
+
+
+def test_rate_limit_is_a_token_bucket_per_worker(workers, queue, celery_app, tmp_path):
+    d = tmp_path / "services"
+    d.mkdir()
+    src = tmp_path / "ratesvc.c"
+    src.write_text(RATESVC)
+    cflags = subprocess.run(["pkg-config", "--cflags", "msgpack"], capture_output=True,
+                            text=True, check=True).stdout.split()
+    subprocess.run(["cc", "-shared", "-fPIC", f"-I{ROOT / 'include'}", *cflags, str(src), "-o",
+                    str(d / "ratesvc.so")], check=True)
+    workers.start(queue, "-c", "2", services=d)
+    sent = [celery_app.send_task("ratesvc.tick", queue=queue) for _ in range(16)]
+    times = sorted(r.get(timeout=60) for r in sent)
+    # 4/s with a burst of 4: any window of one second holds at most 4 + 4 runs
+    for i, t in enumerate(times):
+        assert sum(1 for u in times[i:] if u - t < 1.0) <= 8
+    # 16 runs need at least (16 - 4) / 4 = 3 s of refill after the burst
+    assert times[-1] - times[0] >= 2.9

@@ -857,6 +857,45 @@ struct server {
     bool unix_socket;     /* also listen on <dir>/redis.sock */
 };
 
+/* Servers still running when a test fails are stopped by the group teardown. */
+static struct server live[4];
+
+static void track(const struct server *sv, bool add)
+{
+    for (int i = 0; i < 4; i++)
+        if (add ? live[i].pid == 0 : live[i].pid == sv->pid) {
+            live[i] = add ? *sv : (struct server){0};
+            return;
+        }
+}
+
+static int stop_leftovers(void **state)
+{
+    for (int i = 0; i < 4; i++)
+        if (live[i].pid > 0) {
+            char rm[512];
+            kill(live[i].pid, SIGKILL);
+            waitpid(live[i].pid, NULL, 0);
+            snprintf(rm, sizeof rm, "rm -rf %s", live[i].dir);
+            if (system(rm) != 0)
+                fprintf(stderr, "could not remove %s\n", live[i].dir);
+        }
+    return 0;
+}
+
+static bool server_up(const struct server *sv)
+{
+    redisContext *c = redisConnect("127.0.0.1", sv->port);
+    bool up = c && !c->err;
+    redisFree(c);
+    if (up && sv->unix_socket) {
+        char sock[128];
+        snprintf(sock, sizeof sock, "%s/redis.sock", sv->dir);
+        up = access(sock, F_OK) == 0;
+    }
+    return up;
+}
+
 static void server_start(struct server *sv)
 {
     char port[16];
@@ -879,26 +918,24 @@ static void server_start(struct server *sv)
         execvp("redis-server", (char *const *)argv);
         _exit(127);
     }
-    for (int i = 0; i < 500; i++) {
-        redisContext *c = redisConnect("127.0.0.1", sv->port);
-        bool up = c && !c->err;
-        if (up && sv->unix_socket) {
-            char sock[128];
-            snprintf(sock, sizeof sock, "%s/redis.sock", sv->dir);
-            up = access(sock, F_OK) == 0;
+    track(sv, true);
+    for (int i = 0; i < 3000; i++) {
+        if (waitpid(sv->pid, NULL, WNOHANG) == sv->pid) {
+            track(sv, false);
+            fail_msg("redis-server on port %d exited at start (port taken?)", sv->port);
         }
-        redisFree(c);
-        if (up)
+        if (server_up(sv))
             return;
         sleep_ms(10);
     }
-    fail_msg("redis-server on port %d did not start (is redis-server installed?)", sv->port);
+    fail_msg("redis-server on port %d did not start in 30 s", sv->port);
 }
 
 static void server_kill(struct server *sv)
 {
     kill(sv->pid, SIGKILL);
     waitpid(sv->pid, NULL, 0);
+    track(sv, false);
 }
 
 static void write_survives_restart(void **state)
@@ -1136,5 +1173,5 @@ int main(void)
         cmocka_set_test_filter("celery_writer");
     else
         cmocka_set_skip_filter("celery_writer");
-    return cmocka_run_group_tests_name("store", tests, NULL, NULL);
+    return cmocka_run_group_tests_name("store", tests, NULL, stop_leftovers);
 }

@@ -262,3 +262,79 @@ def test_ignore_result_stores_nothing_on_success(workers, queue, celery_app, red
     after = celery_app.send_task("bench.noop", args=[2], queue=queue)
     assert after.get(timeout=30) == 2  # one child, FIFO: the ignored job finished first
     assert redis_client.get(f"celery-task-meta-{ignored.id}") is None
+
+
+def test_worker_registers_itself_and_leaves_on_shutdown(workers, queue, redis_client):
+    import json
+
+    w = workers.start(queue, "-c", "2")
+    key = f"celeriac-worker-{w.hostname}"
+    doc = json.loads(wait_for(lambda: redis_client.get(key), what="the registry entry"))
+    assert doc["hostname"] == w.hostname and doc["pid"] == w.pid
+    assert doc["queues"] == [queue] and doc["concurrency"] == 2
+    assert "bench.noop" in doc["tasks"] and "users.create" in doc["tasks"]
+    assert 0 < redis_client.ttl(key) <= 30
+    assert w.stop() == 0
+    assert redis_client.get(key) is None
+
+
+def free_port():
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class PrivateRedis:
+    def __init__(self, tmp_path):
+        self.port = free_port()
+        self.dir = tmp_path / "redis"
+        self.dir.mkdir()
+        self.proc = None
+
+    @property
+    def url(self):
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self):
+        import redis
+
+        self.proc = subprocess.Popen(["redis-server", "--port", str(self.port), "--bind",
+                                      "127.0.0.1", "--save", "", "--dir", str(self.dir)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        client = redis.Redis.from_url(self.url)
+        wait_for(lambda: _ping(client), timeout=20, what="redis-server")
+        return client
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def _ping(client):
+    try:
+        return client.ping()
+    except Exception:
+        return False
+
+
+def test_results_are_held_while_redis_is_down_and_acked_only_once_stored(
+        workers, queue, celery_app, amqp, tmp_path):
+    rs = PrivateRedis(tmp_path)
+    client = rs.start()
+    try:
+        w = workers.start(queue, "-c", "1", env={"CELERIAC_RESULT_BACKEND": rs.url})
+        rs.stop()
+        r = celery_app.send_task("bench.noop", args=["held"], queue=queue)
+        w.wait_log("storing results failed")
+        client = rs.start()  # same port, empty: the worker reconnects and stores
+        meta = wait_for(lambda: client.get(f"celery-task-meta-{r.id}"), what="the held result")
+        import msgpack
+
+        assert msgpack.unpackb(meta)["result"] == "held"
+        assert w.stop() == 0
+        assert amqp.count(queue) == 0  # acked after the store, so nothing came back
+    finally:
+        rs.stop()

@@ -97,8 +97,8 @@ static void links_are_names_or_signatures(void **state)
 {
     struct fx *f = *state;
     assert_int_equal(text(f, "link", "email.send_welcome"), 0);
-    assert_int_equal(text(f, "link", "{\"task\": \"audit.log\", \"args\": [1], \"immutable\": true}"),
-                     0);
+    assert_int_equal(
+        text(f, "link", "{\"task\": \"audit.log\", \"args\": [1], \"immutable\": true}"), 0);
     assert_int_equal(f->o.n_link, 2);
     assert_string_equal(f->o.link[0].task, "email.send_welcome");
     assert_int_equal(f->o.link[0].args.len, 0);
@@ -136,8 +136,8 @@ static void assert_map_keys(struct cel_span mp, const char *const *keys, size_t 
 static void signature_map_as_celery_writes_it(void **state)
 {
     struct fx *f = *state;
-    static const char *const keys[] = {"task", "args", "kwargs", "options", "subtask_type",
-                                       "immutable"};
+    static const char *const keys[] = {"task",    "args",         "kwargs",
+                                       "options", "subtask_type", "immutable"};
     static const char *const opt_keys[] = {"queue", "task_id"};
     struct cel_sig s = {.task = "email.send_welcome"};
     msgpack_zone z;
@@ -153,17 +153,16 @@ static void signature_map_as_celery_writes_it(void **state)
     const msgpack_object *opts = &kv[3].val;
     assert_int_equal(opts->via.map.size, 2);
     for (int i = 0; i < 2; i++)
-        assert_memory_equal(opts->via.map.ptr[i].key.via.str.ptr, opt_keys[i],
-                            strlen(opt_keys[i]));
+        assert_memory_equal(opts->via.map.ptr[i].key.via.str.ptr, opt_keys[i], strlen(opt_keys[i]));
     assert_memory_equal(opts->via.map.ptr[0].val.via.str.ptr, "email", 5);
     assert_int_equal(opts->via.map.ptr[0].val.via.str.size, 5);
 
     /* a given queue is kept, not duplicated */
     cel_buf_clear(&f->b);
     struct cel_buf ob = CEL_BUF_INIT;
-    assert_int_equal(cel__json_text_pack("{\"queue\": \"mail\"}", JSON_OBJECT, "o", &ob, f->err,
-                                         sizeof f->err),
-                     0);
+    assert_int_equal(
+        cel__json_text_pack("{\"queue\": \"mail\"}", JSON_OBJECT, "o", &ob, f->err, sizeof f->err),
+        0);
     s.options = cel_buf_span(&ob);
     assert_int_equal(cel__sig_pack(&s, NULL, &f->b), 0);
     assert_map_keys(cel_buf_span(&f->b), keys, 6, &o, &z);
@@ -176,9 +175,8 @@ static void signature_map_as_celery_writes_it(void **state)
 static void json_arguments_and_positions(void **state)
 {
     struct fx *f = *state;
-    assert_int_equal(cel__json_text_pack("[2, 3]", JSON_ARRAY, "args", &f->b, f->err,
-                                         sizeof f->err),
-                     0);
+    assert_int_equal(
+        cel__json_text_pack("[2, 3]", JSON_ARRAY, "args", &f->b, f->err, sizeof f->err), 0);
     assert_int_equal(f->b.len, 3);
     assert_memory_equal(f->b.data, "\x92\x02\x03", 3);
     cel_buf_clear(&f->b);
@@ -186,12 +184,12 @@ static void json_arguments_and_positions(void **state)
                                          "kwargs", &f->b, f->err, sizeof f->err),
                      0);
     assert_memory_equal(f->b.data, "\x82\xa1\x61\xcb", 4);
-    assert_int_equal(cel__json_text_pack("[1, 2", JSON_ARRAY, "args (argument 2)", &f->b, f->err,
-                                         sizeof f->err),
-                     CEL_EJSON);
-    assert_non_null(strstr(f->err, "args (argument 2): invalid JSON at line 1 column"));
     assert_int_equal(
-        cel__json_text_pack("{}", JSON_ARRAY, "args", &f->b, f->err, sizeof f->err), CEL_EJSON);
+        cel__json_text_pack("[1, 2", JSON_ARRAY, "args (argument 2)", &f->b, f->err, sizeof f->err),
+        CEL_EJSON);
+    assert_non_null(strstr(f->err, "args (argument 2): invalid JSON at line 1 column"));
+    assert_int_equal(cel__json_text_pack("{}", JSON_ARRAY, "args", &f->b, f->err, sizeof f->err),
+                     CEL_EJSON);
     assert_string_equal(f->err, "args: must be a JSON array");
 }
 
@@ -219,13 +217,17 @@ static void jsonl_lines(void **state)
     assert_int_equal(j.kwargs.len, 0);
 
     static const char *const bad[] = {
-        "{\"task\": \"x\", \"args\": {}}", "{\"args\": []}", "[1]", "{\"task\": \"x\",",
-        "{\"task\": \"x\", \"countdown\": \"soon\"}", "{\"task\": \"x\", \"frobnicate\": 1}",
+        "{\"task\": \"x\", \"args\": {}}",
+        "{\"args\": []}",
+        "[1]",
+        "{\"task\": \"x\",",
+        "{\"task\": \"x\", \"countdown\": \"soon\"}",
+        "{\"task\": \"x\", \"frobnicate\": 1}",
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         f->err[0] = 0;
-        assert_true(cel__job_parse(bad[i], strlen(bad[i]), &j, &f->a, &f->b, f->err,
-                                   sizeof f->err) < 0);
+        assert_true(
+            cel__job_parse(bad[i], strlen(bad[i]), &j, &f->a, &f->b, f->err, sizeof f->err) < 0);
         assert_true(strlen(f->err) > 0);
     }
 }
