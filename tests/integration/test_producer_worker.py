@@ -11,7 +11,7 @@ import uuid
 import pytest
 
 from producer_fixtures import *  # noqa: F401,F403  (fixtures)
-from producer_fixtures import WORKER, Broker, wait_for
+from producer_fixtures import WORKER, Broker, die_with_parent, wait_for
 
 
 class CWorker:
@@ -23,7 +23,8 @@ class CWorker:
         self.log = open(tmp_path / "cworker.log", "w+")
         self.proc = subprocess.Popen([WORKER, "--queue", ",".join(queues), "-c", "2",
                                       "-n", self.hostname, "--log-format", "text"],
-                                     env=env, stdout=self.log, stderr=subprocess.STDOUT)
+                                     env=env, stdout=self.log, stderr=subprocess.STDOUT,
+                                     preexec_fn=die_with_parent)
         b = Broker()
         try:
             for q in queues:
