@@ -51,96 +51,93 @@ static int take(const unsigned char **p, const unsigned char *e, uint64_t n, str
     return 0;
 }
 
-/* Tokens whose first byte alone does not say everything: c0..df. */
+/* How the tokens c0..df are read: the kind, the width of the field after the type byte, and
+ * what that field is. */
+enum long_how {
+    H_NIL,
+    H_BAD,
+    H_BOOL,
+    H_PAYLOAD,
+    H_EXT,
+    H_FIXEXT,
+    H_F32,
+    H_F64,
+    H_UINT,
+    H_INT,
+    H_COUNT
+};
+
+static const struct {
+    unsigned char kind, width, how;
+} long_tokens[32] = {
+    {CEL__MP_NIL, 0, H_NIL},     {CEL__MP_NIL, 0, H_BAD},     {CEL__MP_BOOL, 0, H_BOOL},
+    {CEL__MP_BOOL, 0, H_BOOL},   {CEL__MP_BIN, 1, H_PAYLOAD}, {CEL__MP_BIN, 2, H_PAYLOAD},
+    {CEL__MP_BIN, 4, H_PAYLOAD}, {CEL__MP_EXT, 1, H_EXT},     {CEL__MP_EXT, 2, H_EXT},
+    {CEL__MP_EXT, 4, H_EXT},     {CEL__MP_FLOAT, 4, H_F32},   {CEL__MP_FLOAT, 8, H_F64},
+    {CEL__MP_UINT, 1, H_UINT},   {CEL__MP_UINT, 2, H_UINT},   {CEL__MP_UINT, 4, H_UINT},
+    {CEL__MP_UINT, 8, H_UINT},   {CEL__MP_INT, 1, H_INT},     {CEL__MP_INT, 2, H_INT},
+    {CEL__MP_INT, 4, H_INT},     {CEL__MP_INT, 8, H_INT},     {CEL__MP_EXT, 0, H_FIXEXT},
+    {CEL__MP_EXT, 0, H_FIXEXT},  {CEL__MP_EXT, 0, H_FIXEXT},  {CEL__MP_EXT, 0, H_FIXEXT},
+    {CEL__MP_EXT, 0, H_FIXEXT},  {CEL__MP_STR, 1, H_PAYLOAD}, {CEL__MP_STR, 2, H_PAYLOAD},
+    {CEL__MP_STR, 4, H_PAYLOAD}, {CEL__MP_ARRAY, 2, H_COUNT}, {CEL__MP_ARRAY, 4, H_COUNT},
+    {CEL__MP_MAP, 2, H_COUNT},   {CEL__MP_MAP, 4, H_COUNT},
+};
+
+/* A signed integer of `width` bytes; non-negative ones are reported as UINT. */
+static void set_signed(struct cel__mp_tok *t, uint64_t x, int width)
+{
+    int64_t v = (int64_t)x;
+    if (width < 8) {
+        uint64_t sign = UINT64_C(1) << (8 * width - 1);
+        v = (int64_t)(x ^ sign) - (int64_t)sign;
+    }
+    t->kind = v < 0 ? CEL__MP_INT : CEL__MP_UINT;
+    if (v < 0)
+        t->v.i = v;
+    else
+        t->v.u = (uint64_t)v;
+}
+
 static int next_long(unsigned c, const unsigned char **p, const unsigned char *e,
                      struct cel__mp_tok *t)
 {
-    /* bytes of the length/value field after the type byte, indexed by c - 0xc0 */
-    static const unsigned char width[32] = {0, 0, 0, 0, 1, 2, 4, 1, 2, 4, 4, 8, 1, 2, 4, 8,
-                                            1, 2, 4, 8, 1, 1, 1, 1, 1, 1, 2, 4, 2, 4, 2, 4};
-    int w = width[c - 0xc0];
-    if (w > e - *p)
+    int w = long_tokens[c - 0xc0].width, how = long_tokens[c - 0xc0].how;
+    if (how == H_BAD || w > e - *p)
         return CEL_EDECODE;
     uint64_t x = load_be(*p, w);
+    uint32_t x32 = (uint32_t)x;
+    float f;
     *p += w;
-    switch (c) {
-    case 0xc0:
-        t->kind = CEL__MP_NIL;
-        return 0;
-    case 0xc1:
-        return CEL_EDECODE;
-    case 0xc2:
-    case 0xc3:
-        t->kind = CEL__MP_BOOL;
+    t->kind = long_tokens[c - 0xc0].kind;
+    switch (how) {
+    case H_BOOL:
         t->v.b = c == 0xc3;
         return 0;
-    case 0xc4:
-    case 0xc5:
-    case 0xc6:
-        t->kind = CEL__MP_BIN;
+    case H_PAYLOAD:
         return take(p, e, x, t);
-    case 0xc7:
-    case 0xc8:
-    case 0xc9:
-        t->kind = CEL__MP_EXT;
-        return take(p, e, x + 1, t);
-    case 0xca: {
-        uint32_t b32 = (uint32_t)x;
-        float f;
-        memcpy(&f, &b32, 4);
-        t->kind = CEL__MP_FLOAT;
+    case H_EXT:
+        return take(p, e, x + 1, t); /* the type byte, then the data */
+    case H_FIXEXT:
+        return take(p, e, 1 + (1u << (c - 0xd4)), t);
+    case H_F32:
+        memcpy(&f, &x32, 4);
         t->v.d = f;
         return 0;
-    }
-    case 0xcb:
-        t->kind = CEL__MP_FLOAT;
+    case H_F64:
         memcpy(&t->v.d, &x, 8);
         return 0;
-    case 0xcc:
-    case 0xcd:
-    case 0xce:
-    case 0xcf:
-        t->kind = CEL__MP_UINT;
+    case H_UINT:
         t->v.u = x;
         return 0;
-    case 0xd4:
-    case 0xd5:
-    case 0xd6:
-    case 0xd7:
-    case 0xd8:
-        t->kind = CEL__MP_EXT;
-        *p -= 1; /* the type byte is part of the payload */
-        return take(p, e, 1 + (1u << (c - 0xd4)), t);
-    case 0xd9:
-    case 0xda:
-    case 0xdb:
-        t->kind = CEL__MP_STR;
-        return take(p, e, x, t);
-    case 0xdc:
-    case 0xdd:
-        t->kind = CEL__MP_ARRAY;
-        t->len = (uint32_t)x;
+    case H_INT:
+        set_signed(t, x, w);
         return 0;
-    case 0xde:
-    case 0xdf:
-        t->kind = CEL__MP_MAP;
+    case H_COUNT:
         t->len = (uint32_t)x;
         return 0;
     default:
-        break; /* d0..d3 signed */
+        return 0;
     }
-    int bits = w * 8;
-    int64_t v = bits == 64 ? (int64_t)x
-                           : (int64_t)(x ^ (UINT64_C(1) << (bits - 1))) -
-                                 (int64_t)(UINT64_C(1) << (bits - 1));
-    if (v < 0) {
-        t->kind = CEL__MP_INT;
-        t->v.i = v;
-    } else {
-        t->kind = CEL__MP_UINT;
-        t->v.u = (uint64_t)v;
-    }
-    return 0;
 }
 
 int cel__mp_next(const char **pp, const char *end, struct cel__mp_tok *t)
@@ -200,6 +197,8 @@ int cel__mp_skip(const char **pp, const char *end)
 
 bool cel__utf8_valid(const char *str, size_t n)
 {
+    if (n == 0)
+        return true; /* also for (NULL, 0) */
     const unsigned char *s = (const unsigned char *)str, *e = s + n;
     while (s < e) {
         if (e - s >= 8) {
@@ -568,6 +567,8 @@ static int copy_str(const struct hdr_ctx *c, const struct cel_value *v, const ch
 {
     if (v->u.s.len && memchr(v->u.s.ptr, 0, v->u.s.len))
         return hdr_err(c, CEL_EHEADER, "contains a NUL byte");
+    if (!cel__utf8_valid(v->u.s.ptr, v->u.s.len))
+        return hdr_err(c, CEL_EUTF8, "is not valid UTF-8");
     *out = cel_arena_strndup(c->a, v->u.s.ptr, v->u.s.len);
     return *out ? 0 : hdr_err(c, CEL_ENOMEM, "out of memory");
 }
@@ -886,7 +887,9 @@ static int decode_embed(struct body_ctx *b, struct cel_task *t)
             return body_err(b, CEL_EDECODE, "embed", "is truncated");
         if (key.kind != CEL__MP_STR)
             return body_err(b, CEL_EBODY, "embed:", "map key is not a string");
-        int rc = embed_member(b, t, &key);
+        int rc = check_scalar(&key, b->lim, "embed", b->err, b->errlen);
+        if (rc == 0)
+            rc = embed_member(b, t, &key);
         if (rc)
             return rc;
     }

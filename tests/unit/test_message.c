@@ -543,6 +543,9 @@ static void bad_headers(void **state)
     fx->f[2].v = cel_value_str("a\0b", 3);
     expect(fx, decode(fx, &mp_props, body, NULL), CEL_EHEADER, "NUL");
     celery_headers(fx);
+    fx->f[6].v = cel_value_str("g\xff", 2);
+    expect(fx, decode(fx, &mp_props, body, NULL), CEL_EUTF8, "'group'");
+    celery_headers(fx);
     fx->f[9].v = cel_value_int(5);
     expect(fx, decode(fx, &mp_props, body, NULL), CEL_EHEADER, "timelimit");
     celery_headers(fx);
@@ -613,6 +616,7 @@ static void bad_bodies(void **state)
         {"93908081a5636861696e01", CEL_EBODY, "embed.chain"},
         {"93908081a563686f726490", CEL_EBODY, "embed.chord"},
         {"93908081a5636861696e91d40101", CEL_EBODY, "ext"},
+        {"93908081a2c328c0", CEL_EUTF8, "embed"},
         {"9391a2c328 80c0", CEL_EUTF8, "args"},
         {"939081a1ffa0c0", CEL_EUTF8, "kwargs"},
         {"9391a3eda080 80c0", CEL_EUTF8, NULL},   /* surrogate */
