@@ -1,90 +1,442 @@
-/* json.c: JSON <-> msgpack. JSON text is parsed by jansson and converted with the limits checked;
- * msgpack is written out as JSON the way Python's json.dumps does it (kombu's serializer):
- * separators ", " and ": ", ensure_ascii escapes, float repr, NaN/Infinity. */
+/* json.c: JSON <-> msgpack. JSON text is read the way Python's json.loads reads it, straight into
+ * msgpack with the limits checked before any allocation; msgpack is written out as JSON the way
+ * Python's json.dumps writes it (kombu's serializer): separators ", " and ": ", ensure_ascii
+ * escapes, float repr, NaN/Infinity. (Not jansson: its tree costs an allocation per element
+ * before any limit can be checked, and it cannot hold integers above INT64_MAX.) */
 #include "common/json.h"
 
-#include <jansson.h>
 #include <math.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
-/* ---- JSON -> msgpack ---- */
+/* ---- JSON -> msgpack, without a tree: a first pass validates the text and counts the
+ * elements of every container (so every limit holds before anything is allocated per element),
+ * a second pass writes msgpack with those counts. It reads what Python's json.loads reads:
+ * NaN, Infinity and -Infinity are numbers, "\u0000" is allowed, raw control characters in
+ * strings are not, integers keep full precision (int64 and uint64 here; beyond that
+ * CEL_EUNSUPPORTED rather than a rounded float), lone surrogates cannot become UTF-8
+ * (CEL_EUTF8). Duplicate keys are kept as they come (Python keeps the last value). ---- */
 
-struct j2m {
+struct jpframe {
+    size_t idx; /* into counts */
+    bool obj;
+};
+
+struct jp {
+    const char *start, *p, *end;
     const struct cel_limits *lim;
-    struct cel_buf *out;
+    struct cel_buf *out; /* NULL in the first pass */
+    uint32_t *counts;    /* elements of each container, in order of opening */
+    size_t ncounts, capcounts, next;
+    struct jpframe inl[32], *stack;
+    size_t depth, cap;
     char *err;
     size_t errlen;
 };
 
-static int j2m_value(struct j2m *c, json_t *v, size_t depth);
-
-static int j2m_container(struct j2m *c, json_t *v, size_t depth)
+static int jp_fail(struct jp *j, int rc, const char *why)
 {
-    size_t n = json_is_object(v) ? json_object_size(v) : json_array_size(v);
-    if (depth >= c->lim->max_depth) {
-        cel__errf(c->err, c->errlen, "JSON nested deeper than %zu", c->lim->max_depth);
-        return CEL_ETOODEEP;
+    int line = 1, col = 1;
+    for (const char *q = j->start; q < j->p && q < j->end; q++, col++) {
+        if (*q == '\n') {
+            line++;
+            col = 0;
+        }
     }
-    if (n > c->lim->max_items) {
-        cel__errf(c->err, c->errlen, "JSON container of %zu elements exceeds the limit", n);
-        return CEL_ETOOBIG;
-    }
-    if (json_is_array(v)) {
-        int rc = cel__mp_put_array(c->out, n);
-        for (size_t i = 0; rc == 0 && i < n; i++)
-            rc = j2m_value(c, json_array_get(v, i), depth + 1);
-        return rc;
-    }
-    int rc = cel__mp_put_map(c->out, n);
-    for (void *it = json_object_iter(v); rc == 0 && it; it = json_object_iter_next(v, it)) {
-        rc = cel__mp_put_str(c->out, json_object_iter_key(it), json_object_iter_key_len(it));
-        if (rc == 0)
-            rc = j2m_value(c, json_object_iter_value(it), depth + 1);
-    }
+    cel__errf(j->err, j->errlen, "line %d col %d: %s", line, col, why);
     return rc;
 }
 
-static int j2m_value(struct j2m *c, json_t *v, size_t depth)
+static void jp_ws(struct jp *j)
 {
-    switch (json_typeof(v)) {
-    case JSON_OBJECT:
-    case JSON_ARRAY:
-        return j2m_container(c, v, depth);
-    case JSON_STRING:
-        if (json_string_length(v) > c->lim->max_str) {
-            cel__errf(c->err, c->errlen, "JSON string of %zu bytes exceeds the limit",
-                      json_string_length(v));
-            return CEL_ETOOBIG;
+    while (j->p < j->end && (*j->p == ' ' || *j->p == '\n' || *j->p == '\r' || *j->p == '\t'))
+        j->p++;
+}
+
+static bool jp_lit(struct jp *j, const char *lit, size_t n)
+{
+    if ((size_t)(j->end - j->p) < n || memcmp(j->p, lit, n) != 0)
+        return false;
+    j->p += n;
+    return true;
+}
+
+static bool is_digit(const struct jp *j)
+{
+    return j->p < j->end && *j->p >= '0' && *j->p <= '9';
+}
+
+static int hexdigit(char c)
+{
+    return c >= '0' && c <= '9'   ? c - '0'
+           : c >= 'a' && c <= 'f' ? c - 'a' + 10
+           : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                  : -1;
+}
+
+static int hex4(const char *p, uint32_t *v)
+{
+    *v = 0;
+    for (int i = 0; i < 4; i++) {
+        int d = hexdigit(p[i]);
+        if (d < 0)
+            return -1;
+        *v = *v << 4 | (uint32_t)d;
+    }
+    return 0;
+}
+
+/* One \uXXXX escape (p just after "\u"), joining a surrogate pair. */
+static int jp_unicode(struct jp *j, const char **pp, uint32_t *cp)
+{
+    const char *p = *pp;
+    j->p = p;
+    if (j->end - p < 4 || hex4(p, cp))
+        return jp_fail(j, CEL_EJSON, "invalid \\u escape");
+    p += 4;
+    if (*cp >= 0xdc00 && *cp <= 0xdfff)
+        return jp_fail(j, CEL_EUTF8, "lone low surrogate");
+    if (*cp >= 0xd800 && *cp <= 0xdbff) {
+        uint32_t lo;
+        if (j->end - p < 6 || p[0] != '\\' || p[1] != 'u' || hex4(p + 2, &lo) || lo < 0xdc00 ||
+            lo > 0xdfff)
+            return jp_fail(j, CEL_EUTF8, "lone high surrogate");
+        *cp = 0x10000 + ((*cp - 0xd800) << 10) + (lo - 0xdc00);
+        p += 6;
+    }
+    *pp = p;
+    return 0;
+}
+
+static size_t utf8_put(char *o, uint32_t cp)
+{
+    if (cp < 0x80) {
+        o[0] = (char)cp;
+        return 1;
+    }
+    if (cp < 0x800) {
+        o[0] = (char)(0xc0 | cp >> 6);
+        o[1] = (char)(0x80 | (cp & 0x3f));
+        return 2;
+    }
+    if (cp < 0x10000) {
+        o[0] = (char)(0xe0 | cp >> 12);
+        o[1] = (char)(0x80 | (cp >> 6 & 0x3f));
+        o[2] = (char)(0x80 | (cp & 0x3f));
+        return 3;
+    }
+    o[0] = (char)(0xf0 | cp >> 18);
+    o[1] = (char)(0x80 | (cp >> 12 & 0x3f));
+    o[2] = (char)(0x80 | (cp >> 6 & 0x3f));
+    o[3] = (char)(0x80 | (cp & 0x3f));
+    return 4;
+}
+
+/* One escape sequence (p after the backslash) as a code point. */
+static int jp_escape(struct jp *j, const char **pp, uint32_t *cp)
+{
+    static const char unesc[128] = {['"'] = '"',  ['\\'] = '\\', ['/'] = '/',  ['b'] = '\b',
+                                    ['f'] = '\f', ['n'] = '\n',  ['r'] = '\r', ['t'] = '\t'};
+    unsigned char c = *pp < j->end ? (unsigned char)**pp : 0;
+    if (c == 'u') {
+        ++*pp;
+        return jp_unicode(j, pp, cp);
+    }
+    if (c >= 128 || !unesc[c]) {
+        j->p = *pp;
+        return jp_fail(j, CEL_EJSON, "invalid escape");
+    }
+    ++*pp;
+    *cp = (unsigned char)unesc[c];
+    return 0;
+}
+
+/* Decodes (or, with o == NULL, only measures) a string; j->p is just after the opening quote
+ * and ends after the closing one. The whole text was checked to be UTF-8 beforehand. */
+static int jp_strbody(struct jp *j, char *o, size_t *n)
+{
+    const char *p = j->p;
+    size_t len = 0;
+    for (;;) {
+        const char *run = p;
+        while (p < j->end && *p != '"' && *p != '\\' && (unsigned char)*p >= 0x20)
+            p++;
+        if (o && p > run)
+            memcpy(o + len, run, (size_t)(p - run));
+        len += (size_t)(p - run);
+        if (p == j->end || (unsigned char)*p < 0x20) {
+            j->p = p;
+            return jp_fail(j, CEL_EJSON,
+                           p == j->end ? "unterminated string" : "control character in string");
         }
-        return cel__mp_put_str(c->out, json_string_value(v), json_string_length(v));
-    case JSON_INTEGER:
-        return cel__mp_put_int(c->out, json_integer_value(v));
-    case JSON_REAL:
-        return cel__mp_put_double(c->out, json_real_value(v));
-    case JSON_TRUE:
-        return cel__mp_put_bool(c->out, true);
-    case JSON_FALSE:
-        return cel__mp_put_bool(c->out, false);
-    default:
-        return cel__mp_put_nil(c->out);
+        if (*p++ == '"')
+            break;
+        uint32_t cp;
+        char tmp[4];
+        int rc = jp_escape(j, &p, &cp);
+        if (rc)
+            return rc;
+        len += utf8_put(o ? o + len : tmp, cp);
+    }
+    j->p = p;
+    *n = len;
+    return 0;
+}
+
+static int jp_string(struct jp *j)
+{
+    const char *open = ++j->p;
+    size_t n;
+    int rc = jp_strbody(j, NULL, &n);
+    if (rc)
+        return rc;
+    if (n > j->lim->max_str) {
+        j->p = open;
+        return jp_fail(j, CEL_ETOOBIG, "string exceeds the size limit");
+    }
+    if (!j->out)
+        return 0;
+    struct cel_buf *b = j->out;
+    if ((rc = cel__mp_put_str_hdr(b, n)) || (rc = cel_buf_reserve(b, n)))
+        return rc;
+    j->p = open;
+    rc = jp_strbody(j, b->data + b->len, &n);
+    b->len += n;
+    b->data[b->len] = '\0';
+    return rc;
+}
+
+static int jp_double(struct jp *j, const char *s, size_t n)
+{
+    char small[64], *text = n < sizeof small ? small : malloc(n + 1);
+    if (!text)
+        return CEL_ENOMEM;
+    memcpy(text, s, n);
+    text[n] = '\0';
+    double d = strtod(text, NULL); /* correctly rounded, as Python's float(); 1e400 -> inf */
+    if (text != small)
+        free(text);
+    return cel__mp_put_double(j->out, d);
+}
+
+static void jp_digits(struct jp *j, uint64_t *mag, bool *overflow)
+{
+    for (; is_digit(j); j->p++) {
+        unsigned d = (unsigned)(*j->p - '0');
+        if (*mag > (UINT64_MAX - d) / 10)
+            *overflow = true;
+        else
+            *mag = *mag * 10 + d;
     }
 }
 
-static int jansson_status(const json_error_t *e)
+/* -?(0|[1-9][0-9]*)(.[0-9]+)?([eE][-+]?[0-9]+)? as Python's scanner reads it. */
+static int jp_number(struct jp *j)
 {
-    switch (json_error_code(e)) {
-    case json_error_invalid_utf8:
-        return CEL_EUTF8;
-    case json_error_numeric_overflow:
-        return CEL_EUNSUPPORTED;
-    case json_error_stack_overflow:
-        return CEL_ETOODEEP;
-    case json_error_out_of_memory:
-        return CEL_ENOMEM;
-    default:
-        return CEL_EJSON;
+    const char *s = j->p;
+    bool neg = *j->p == '-', overflow = false, integer = true;
+    uint64_t mag = 0;
+    j->p += neg;
+    if (neg && jp_lit(j, "Infinity", 8))
+        return j->out ? cel__mp_put_double(j->out, -INFINITY) : 0;
+    if (!is_digit(j))
+        return jp_fail(j, CEL_EJSON, "invalid number");
+    if (*j->p == '0')
+        j->p++;
+    else
+        jp_digits(j, &mag, &overflow);
+    if (j->p < j->end && *j->p == '.') {
+        j->p++;
+        integer = false;
+        if (!is_digit(j))
+            return jp_fail(j, CEL_EJSON, "invalid number");
+        while (is_digit(j))
+            j->p++;
     }
+    if (j->p < j->end && (*j->p == 'e' || *j->p == 'E')) {
+        j->p++;
+        integer = false;
+        j->p += j->p < j->end && (*j->p == '+' || *j->p == '-');
+        if (!is_digit(j))
+            return jp_fail(j, CEL_EJSON, "invalid number");
+        while (is_digit(j))
+            j->p++;
+    }
+    if (!integer)
+        return j->out ? jp_double(j, s, (size_t)(j->p - s)) : 0;
+    if (overflow || (neg && mag > (uint64_t)INT64_MAX + 1)) {
+        j->p = s;
+        return jp_fail(j, CEL_EUNSUPPORTED, "integer outside the 64-bit range");
+    }
+    if (!j->out)
+        return 0;
+    if (!neg)
+        return cel__mp_put_uint(j->out, mag);
+    return cel__mp_put_int(j->out, mag == (uint64_t)INT64_MAX + 1 ? INT64_MIN : -(int64_t)mag);
+}
+
+/* true, false, null, NaN, Infinity */
+static int jp_word(struct jp *j)
+{
+    static const struct {
+        const char *text;
+        size_t len;
+        int kind; /* 0 nil, 1 true, 2 false, 3 NaN, 4 Infinity */
+    } words[] = {
+        {"null", 4, 0}, {"true", 4, 1}, {"false", 5, 2}, {"NaN", 3, 3}, {"Infinity", 8, 4}};
+    for (size_t i = 0; i < sizeof words / sizeof words[0]; i++) {
+        if (!jp_lit(j, words[i].text, words[i].len))
+            continue;
+        if (!j->out)
+            return 0;
+        switch (words[i].kind) {
+        case 0:
+            return cel__mp_put_nil(j->out);
+        case 1:
+            return cel__mp_put_bool(j->out, true);
+        case 2:
+            return cel__mp_put_bool(j->out, false);
+        case 3:
+            return cel__mp_put_double(j->out, NAN);
+        default:
+            return cel__mp_put_double(j->out, INFINITY);
+        }
+    }
+    return jp_fail(j, CEL_EJSON, "expected a value");
+}
+
+static int jp_push(struct jp *j, struct jpframe f)
+{
+    if (j->depth == j->cap) {
+        struct jpframe *s = malloc(j->cap * 2 * sizeof *s);
+        if (!s)
+            return CEL_ENOMEM;
+        memcpy(s, j->stack, j->depth * sizeof *s);
+        if (j->stack != j->inl)
+            free(j->stack);
+        j->stack = s;
+        j->cap *= 2;
+    }
+    j->stack[j->depth++] = f;
+    return 0;
+}
+
+/* A new container's slot in counts (first pass) or its counted header (second pass). */
+static int jp_open(struct jp *j, bool obj)
+{
+    if (j->depth + 1 > j->lim->max_depth)
+        return jp_fail(j, CEL_ETOODEEP, "nesting deeper than the limit");
+    j->p++;
+    size_t idx = j->out ? j->next++ : j->ncounts;
+    if (!j->out) {
+        if (j->ncounts == j->capcounts) {
+            size_t cap = j->capcounts ? j->capcounts * 2 : 64;
+            uint32_t *c = realloc(j->counts, cap * sizeof *c);
+            if (!c)
+                return CEL_ENOMEM;
+            j->counts = c;
+            j->capcounts = cap;
+        }
+        j->counts[j->ncounts++] = 0;
+    }
+    int rc = jp_push(j, (struct jpframe){idx, obj});
+    if (rc || !j->out)
+        return rc;
+    return obj ? cel__mp_put_map(j->out, j->counts[idx])
+               : cel__mp_put_array(j->out, j->counts[idx]);
+}
+
+/* One more element in the innermost container (first pass: counted against the limit). */
+static int jp_count(struct jp *j)
+{
+    if (j->out)
+        return 0;
+    uint32_t *c = &j->counts[j->stack[j->depth - 1].idx];
+    if (*c >= j->lim->max_items || *c == UINT32_MAX)
+        return jp_fail(j, CEL_ETOOBIG, "container exceeds the element limit");
+    ++*c;
+    return 0;
+}
+
+/* "key": of an object member. */
+static int jp_key(struct jp *j)
+{
+    jp_ws(j);
+    if (j->p == j->end || *j->p != '"')
+        return jp_fail(j, CEL_EJSON, "expected a string key");
+    int rc = jp_string(j);
+    if (rc)
+        return rc;
+    jp_ws(j);
+    if (j->p == j->end || *j->p != ':')
+        return jp_fail(j, CEL_EJSON, "expected ':'");
+    j->p++;
+    return 0;
+}
+
+/* A value: scalars entirely; a container is opened, and its first key read. *more tells
+ * whether a value must follow (a non-empty container was opened). */
+static int jp_value(struct jp *j, bool *more)
+{
+    *more = false;
+    if (j->p == j->end)
+        return jp_fail(j, CEL_EJSON, "expected a value");
+    char c = *j->p;
+    if (c == '"')
+        return jp_string(j);
+    if (c == '-' || (c >= '0' && c <= '9'))
+        return jp_number(j);
+    if (c != '[' && c != '{')
+        return jp_word(j);
+    int rc = jp_open(j, c == '{');
+    if (rc)
+        return rc;
+    jp_ws(j);
+    if (j->p < j->end && *j->p == (c == '{' ? '}' : ']')) {
+        j->p++; /* empty: its count stays 0 */
+        j->depth--;
+        return 0;
+    }
+    *more = true;
+    if ((rc = jp_count(j)))
+        return rc;
+    return c == '{' ? jp_key(j) : 0;
+}
+
+/* After a value inside a container: ',' and the next member, or the closer. */
+static int jp_next(struct jp *j, bool *more)
+{
+    struct jpframe *f = &j->stack[j->depth - 1];
+    *more = false;
+    if (j->p < j->end && *j->p == ',') {
+        j->p++;
+        int rc = jp_count(j);
+        *more = true;
+        return rc ? rc : f->obj ? jp_key(j) : 0;
+    }
+    if (j->p < j->end && *j->p == (f->obj ? '}' : ']')) {
+        j->p++;
+        j->depth--;
+        return 0;
+    }
+    return jp_fail(j, CEL_EJSON, f->obj ? "expected ',' or '}'" : "expected ',' or ']'");
+}
+
+static int jp_run(struct jp *j)
+{
+    bool more = true;
+    int rc = 0;
+    j->p = j->start;
+    j->depth = 0;
+    while (rc == 0 && (more || j->depth)) {
+        jp_ws(j);
+        rc = more ? jp_value(j, &more) : jp_next(j, &more);
+    }
+    jp_ws(j);
+    if (rc == 0 && j->p != j->end)
+        rc = jp_fail(j, CEL_EJSON, "extra data after the value");
+    return rc;
 }
 
 int cel_json_to_msgpack(const char *json, size_t len, const struct cel_limits *lim,
@@ -92,21 +444,29 @@ int cel_json_to_msgpack(const char *json, size_t len, const struct cel_limits *l
 {
     if (!lim)
         lim = &cel_default_limits;
+    if (!json)
+        json = "";
     if (len > lim->max_body) {
         cel__errf(err, errlen, "JSON text of %zu bytes exceeds the limit of %zu", len,
                   lim->max_body);
         return CEL_ETOOBIG;
     }
-    json_error_t e;
-    json_t *root = json_loadb(json ? json : "", len, JSON_DECODE_ANY | JSON_ALLOW_NUL, &e);
-    if (!root) {
-        cel__errf(err, errlen, "line %d col %d: %s", e.line, e.column, e.text);
-        return jansson_status(&e);
+    if (!cel__utf8_valid(json, len)) {
+        cel__errf(err, errlen, "JSON text is not valid UTF-8");
+        return CEL_EUTF8;
     }
+    struct jp j = {
+        .start = json, .end = json + len, .lim = lim, .cap = 32, .err = err, .errlen = errlen};
+    j.stack = j.inl;
     size_t start = out->len;
-    struct j2m c = {lim, out, err, errlen};
-    int rc = j2m_value(&c, root, 0);
-    json_decref(root);
+    int rc = jp_run(&j);
+    if (rc == 0) {
+        j.out = out;
+        rc = jp_run(&j);
+    }
+    free(j.counts);
+    if (j.stack != j.inl)
+        free(j.stack);
     if (rc && out->data) {
         out->len = start;
         out->data[start] = '\0';

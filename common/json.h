@@ -1,4 +1,4 @@
-/* json.h: JSON <-> msgpack conversion through jansson, for JSON bodies and results. */
+/* json.h: JSON <-> msgpack conversion with Python json semantics, for JSON bodies and results. */
 #ifndef CEL_COMMON_JSON_H
 #define CEL_COMMON_JSON_H
 

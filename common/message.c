@@ -51,96 +51,93 @@ static int take(const unsigned char **p, const unsigned char *e, uint64_t n, str
     return 0;
 }
 
-/* Tokens whose first byte alone does not say everything: c0..df. */
+/* How the tokens c0..df are read: the kind, the width of the field after the type byte, and
+ * what that field is. */
+enum long_how {
+    H_NIL,
+    H_BAD,
+    H_BOOL,
+    H_PAYLOAD,
+    H_EXT,
+    H_FIXEXT,
+    H_F32,
+    H_F64,
+    H_UINT,
+    H_INT,
+    H_COUNT
+};
+
+static const struct {
+    unsigned char kind, width, how;
+} long_tokens[32] = {
+    {CEL__MP_NIL, 0, H_NIL},     {CEL__MP_NIL, 0, H_BAD},     {CEL__MP_BOOL, 0, H_BOOL},
+    {CEL__MP_BOOL, 0, H_BOOL},   {CEL__MP_BIN, 1, H_PAYLOAD}, {CEL__MP_BIN, 2, H_PAYLOAD},
+    {CEL__MP_BIN, 4, H_PAYLOAD}, {CEL__MP_EXT, 1, H_EXT},     {CEL__MP_EXT, 2, H_EXT},
+    {CEL__MP_EXT, 4, H_EXT},     {CEL__MP_FLOAT, 4, H_F32},   {CEL__MP_FLOAT, 8, H_F64},
+    {CEL__MP_UINT, 1, H_UINT},   {CEL__MP_UINT, 2, H_UINT},   {CEL__MP_UINT, 4, H_UINT},
+    {CEL__MP_UINT, 8, H_UINT},   {CEL__MP_INT, 1, H_INT},     {CEL__MP_INT, 2, H_INT},
+    {CEL__MP_INT, 4, H_INT},     {CEL__MP_INT, 8, H_INT},     {CEL__MP_EXT, 0, H_FIXEXT},
+    {CEL__MP_EXT, 0, H_FIXEXT},  {CEL__MP_EXT, 0, H_FIXEXT},  {CEL__MP_EXT, 0, H_FIXEXT},
+    {CEL__MP_EXT, 0, H_FIXEXT},  {CEL__MP_STR, 1, H_PAYLOAD}, {CEL__MP_STR, 2, H_PAYLOAD},
+    {CEL__MP_STR, 4, H_PAYLOAD}, {CEL__MP_ARRAY, 2, H_COUNT}, {CEL__MP_ARRAY, 4, H_COUNT},
+    {CEL__MP_MAP, 2, H_COUNT},   {CEL__MP_MAP, 4, H_COUNT},
+};
+
+/* A signed integer of `width` bytes; non-negative ones are reported as UINT. */
+static void set_signed(struct cel__mp_tok *t, uint64_t x, int width)
+{
+    int64_t v = (int64_t)x;
+    if (width < 8) {
+        uint64_t sign = UINT64_C(1) << (8 * width - 1);
+        v = (int64_t)(x ^ sign) - (int64_t)sign;
+    }
+    t->kind = v < 0 ? CEL__MP_INT : CEL__MP_UINT;
+    if (v < 0)
+        t->v.i = v;
+    else
+        t->v.u = (uint64_t)v;
+}
+
 static int next_long(unsigned c, const unsigned char **p, const unsigned char *e,
                      struct cel__mp_tok *t)
 {
-    /* bytes of the length/value field after the type byte, indexed by c - 0xc0 */
-    static const unsigned char width[32] = {0, 0, 0, 0, 1, 2, 4, 1, 2, 4, 4, 8, 1, 2, 4, 8,
-                                            1, 2, 4, 8, 1, 1, 1, 1, 1, 1, 2, 4, 2, 4, 2, 4};
-    int w = width[c - 0xc0];
-    if (w > e - *p)
+    int w = long_tokens[c - 0xc0].width, how = long_tokens[c - 0xc0].how;
+    if (how == H_BAD || w > e - *p)
         return CEL_EDECODE;
     uint64_t x = load_be(*p, w);
+    uint32_t x32 = (uint32_t)x;
+    float f;
     *p += w;
-    switch (c) {
-    case 0xc0:
-        t->kind = CEL__MP_NIL;
-        return 0;
-    case 0xc1:
-        return CEL_EDECODE;
-    case 0xc2:
-    case 0xc3:
-        t->kind = CEL__MP_BOOL;
+    t->kind = long_tokens[c - 0xc0].kind;
+    switch (how) {
+    case H_BOOL:
         t->v.b = c == 0xc3;
         return 0;
-    case 0xc4:
-    case 0xc5:
-    case 0xc6:
-        t->kind = CEL__MP_BIN;
+    case H_PAYLOAD:
         return take(p, e, x, t);
-    case 0xc7:
-    case 0xc8:
-    case 0xc9:
-        t->kind = CEL__MP_EXT;
-        return take(p, e, x + 1, t);
-    case 0xca: {
-        uint32_t b32 = (uint32_t)x;
-        float f;
-        memcpy(&f, &b32, 4);
-        t->kind = CEL__MP_FLOAT;
+    case H_EXT:
+        return take(p, e, x + 1, t); /* the type byte, then the data */
+    case H_FIXEXT:
+        return take(p, e, 1 + (1u << (c - 0xd4)), t);
+    case H_F32:
+        memcpy(&f, &x32, 4);
         t->v.d = f;
         return 0;
-    }
-    case 0xcb:
-        t->kind = CEL__MP_FLOAT;
+    case H_F64:
         memcpy(&t->v.d, &x, 8);
         return 0;
-    case 0xcc:
-    case 0xcd:
-    case 0xce:
-    case 0xcf:
-        t->kind = CEL__MP_UINT;
+    case H_UINT:
         t->v.u = x;
         return 0;
-    case 0xd4:
-    case 0xd5:
-    case 0xd6:
-    case 0xd7:
-    case 0xd8:
-        t->kind = CEL__MP_EXT;
-        *p -= 1; /* the type byte is part of the payload */
-        return take(p, e, 1 + (1u << (c - 0xd4)), t);
-    case 0xd9:
-    case 0xda:
-    case 0xdb:
-        t->kind = CEL__MP_STR;
-        return take(p, e, x, t);
-    case 0xdc:
-    case 0xdd:
-        t->kind = CEL__MP_ARRAY;
-        t->len = (uint32_t)x;
+    case H_INT:
+        set_signed(t, x, w);
         return 0;
-    case 0xde:
-    case 0xdf:
-        t->kind = CEL__MP_MAP;
+    case H_COUNT:
         t->len = (uint32_t)x;
         return 0;
     default:
-        break; /* d0..d3 signed */
+        return 0;
     }
-    int bits = w * 8;
-    int64_t v = bits == 64 ? (int64_t)x
-                           : (int64_t)(x ^ (UINT64_C(1) << (bits - 1))) -
-                                 (int64_t)(UINT64_C(1) << (bits - 1));
-    if (v < 0) {
-        t->kind = CEL__MP_INT;
-        t->v.i = v;
-    } else {
-        t->kind = CEL__MP_UINT;
-        t->v.u = (uint64_t)v;
-    }
-    return 0;
 }
 
 int cel__mp_next(const char **pp, const char *end, struct cel__mp_tok *t)
@@ -200,6 +197,8 @@ int cel__mp_skip(const char **pp, const char *end)
 
 bool cel__utf8_valid(const char *str, size_t n)
 {
+    if (n == 0)
+        return true; /* also for (NULL, 0) */
     const unsigned char *s = (const unsigned char *)str, *e = s + n;
     while (s < e) {
         if (e - s >= 8) {
@@ -440,10 +439,15 @@ static int put_sized(struct cel_buf *b, const unsigned char types[3], uint64_t n
     return put_hdr(b, types[2], n, 4);
 }
 
-int cel__mp_put_str(struct cel_buf *b, const char *s, size_t n)
+int cel__mp_put_str_hdr(struct cel_buf *b, size_t n)
 {
     static const unsigned char types[3] = {0xd9, 0xda, 0xdb};
-    int rc = n < 32 ? put_hdr(b, (unsigned char)(0xa0 | n), 0, 0) : put_sized(b, types, n);
+    return n < 32 ? put_hdr(b, (unsigned char)(0xa0 | n), 0, 0) : put_sized(b, types, n);
+}
+
+int cel__mp_put_str(struct cel_buf *b, const char *s, size_t n)
+{
+    int rc = cel__mp_put_str_hdr(b, n);
     return rc ? rc : cel_buf_append(b, s, n);
 }
 
@@ -563,6 +567,8 @@ static int copy_str(const struct hdr_ctx *c, const struct cel_value *v, const ch
 {
     if (v->u.s.len && memchr(v->u.s.ptr, 0, v->u.s.len))
         return hdr_err(c, CEL_EHEADER, "contains a NUL byte");
+    if (!cel__utf8_valid(v->u.s.ptr, v->u.s.len))
+        return hdr_err(c, CEL_EUTF8, "is not valid UTF-8");
     *out = cel_arena_strndup(c->a, v->u.s.ptr, v->u.s.len);
     return *out ? 0 : hdr_err(c, CEL_ENOMEM, "out of memory");
 }
@@ -844,21 +850,20 @@ static int body_part(struct body_ctx *b, const char *what, enum cel__mp_kind kin
 static int embed_member(struct body_ctx *b, struct cel_task *t, struct cel__mp_tok *key)
 {
     static const struct {
-        const char *name;
+        const char *what; /* "embed." + the member's name */
+        size_t len;
         size_t off;
         enum cel__mp_kind kind;
     } members[] = {
-        {"callbacks", offsetof(struct cel_task, callbacks), CEL__MP_ARRAY},
-        {"errbacks", offsetof(struct cel_task, errbacks), CEL__MP_ARRAY},
-        {"chain", offsetof(struct cel_task, chain), CEL__MP_ARRAY},
-        {"chord", offsetof(struct cel_task, chord), CEL__MP_MAP},
+        {"embed.callbacks", 9, offsetof(struct cel_task, callbacks), CEL__MP_ARRAY},
+        {"embed.errbacks", 8, offsetof(struct cel_task, errbacks), CEL__MP_ARRAY},
+        {"embed.chain", 5, offsetof(struct cel_task, chain), CEL__MP_ARRAY},
+        {"embed.chord", 5, offsetof(struct cel_task, chord), CEL__MP_MAP},
     };
     for (size_t i = 0; i < sizeof members / sizeof members[0]; i++) {
-        if (strlen(members[i].name) == key->len && !memcmp(members[i].name, key->ptr, key->len)) {
-            char what[32];
-            snprintf(what, sizeof what, "embed.%s", members[i].name);
+        if (members[i].len == key->len && !memcmp(members[i].what + 6, key->ptr, key->len)) {
             struct cel_span *out = (struct cel_span *)((char *)t + members[i].off);
-            return body_part(b, what, members[i].kind, true, 2, out);
+            return body_part(b, members[i].what, members[i].kind, true, 2, out);
         }
     }
     return cel__mp_check(&b->p, b->end, b->lim, 2, "embed", b->err, b->errlen);
@@ -882,7 +887,9 @@ static int decode_embed(struct body_ctx *b, struct cel_task *t)
             return body_err(b, CEL_EDECODE, "embed", "is truncated");
         if (key.kind != CEL__MP_STR)
             return body_err(b, CEL_EBODY, "embed:", "map key is not a string");
-        int rc = embed_member(b, t, &key);
+        int rc = check_scalar(&key, b->lim, "embed", b->err, b->errlen);
+        if (rc == 0)
+            rc = embed_member(b, t, &key);
         if (rc)
             return rc;
     }
@@ -1007,34 +1014,47 @@ int cel_task_decode(struct cel_task *t, struct cel_arena *a, const struct cel_pr
 
 static char host_name[256];
 static pthread_once_t host_once = PTHREAD_ONCE_INIT;
+static _Thread_local char origin_cached[300]; /* per thread: no lock on the hot path */
+
+/* The child of a fork has only the forking thread, whose cache now names the parent. */
+static void origin_forget(void)
+{
+    origin_cached[0] = '\0';
+}
 
 static void host_init(void)
 {
     if (gethostname(host_name, sizeof host_name - 1) != 0)
         strcpy(host_name, "localhost");
     host_name[sizeof host_name - 1] = '\0';
+    pthread_atfork(NULL, NULL, origin_forget);
 }
 
-/* anon_nodename(): "gen<pid>@<hostname>"; the pid is read each time (workers fork). */
+/* anon_nodename(): "gen<pid>@<hostname>". */
 static const char *origin_name(struct cel_arena *a)
 {
-    pthread_once(&host_once, host_init);
-    size_t n = strlen(host_name) + 32;
-    char *s = cel_arena_alloc(a, n);
-    if (s)
-        snprintf(s, n, "gen%ld@%s", (long)getpid(), host_name);
-    return s;
+    if (!origin_cached[0]) {
+        pthread_once(&host_once, host_init);
+        snprintf(origin_cached, sizeof origin_cached, "gen%ld@%s", (long)getpid(), host_name);
+    }
+    return cel_arena_strdup(a, origin_cached);
 }
 
-static const char *arena_repr(struct cel_arena *a, struct cel_span mp, const char *empty)
+/* saferepr of a body part, written past the end of `scratch` (the body buffer, still unused
+ * there) and copied into the arena, so no temporary allocation is needed. */
+static const char *arena_repr(struct cel_arena *a, struct cel_span mp, const char *empty,
+                              struct cel_buf *scratch)
 {
     if (mp.len == 0)
         return empty;
-    struct cel_buf b = CEL_BUF_INIT;
+    size_t start = scratch->len;
     const char *s = NULL;
-    if (cel_msgpack_repr(mp, 1024, &b) == 0)
-        s = cel_arena_strndup(a, b.data ? b.data : "", b.len);
-    cel_buf_free(&b);
+    if (cel_msgpack_repr(mp, 1024, scratch) == 0)
+        s = cel_arena_strndup(a, scratch->data + start, scratch->len - start);
+    if (scratch->data) {
+        scratch->len = start;
+        scratch->data[start] = '\0';
+    }
     return s;
 }
 
@@ -1069,13 +1089,14 @@ struct enc_strings {
     const char *eta, *expires, *root_id, *argsrepr, *kwargsrepr, *origin;
 };
 
-static int derive_strings(const struct cel_task *t, struct cel_arena *a, struct enc_strings *s)
+static int derive_strings(const struct cel_task *t, struct cel_arena *a, struct enc_strings *s,
+                          struct cel_buf *scratch)
 {
     s->eta = iso_or_null(a, t->eta);
     s->expires = iso_or_null(a, t->expires);
     s->root_id = t->root_id ? t->root_id : t->id;
-    s->argsrepr = t->argsrepr ? t->argsrepr : arena_repr(a, t->args, "[]");
-    s->kwargsrepr = t->kwargsrepr ? t->kwargsrepr : arena_repr(a, t->kwargs, "{}");
+    s->argsrepr = t->argsrepr ? t->argsrepr : arena_repr(a, t->args, "[]", scratch);
+    s->kwargsrepr = t->kwargsrepr ? t->kwargsrepr : arena_repr(a, t->kwargs, "{}", scratch);
     s->origin = t->origin ? t->origin : origin_name(a);
     bool oom = (t->eta && !s->eta) || (t->expires && !s->expires) || !s->argsrepr ||
                !s->kwargsrepr || !s->origin;
@@ -1088,13 +1109,14 @@ static void put_field(struct cel_table *h, const char *key, struct cel_value v)
     h->items[h->n++].v = v;
 }
 
-static int encode_headers(const struct cel_task *t, struct cel_arena *a, struct cel_table *h)
+static int encode_headers(const struct cel_task *t, struct cel_arena *a, struct cel_table *h,
+                          struct cel_buf *scratch)
 {
     struct enc_strings s;
     struct cel_value *tl = cel_arena_alloc(a, 2 * sizeof *tl);
     h->n = 0;
     h->items = cel_arena_alloc(a, (18 + t->extra.n) * sizeof *h->items);
-    if (!tl || !h->items || derive_strings(t, a, &s))
+    if (!tl || !h->items || derive_strings(t, a, &s, scratch))
         return CEL_ENOMEM;
     tl[0] = limit_to_value(t->time_limit);
     tl[1] = limit_to_value(t->soft_time_limit);
@@ -1196,7 +1218,7 @@ int cel_task_encode(const struct cel_task *t, struct cel_arena *a, struct cel_pr
     if (!t->task || !t->id)
         return CEL_EINVAL;
     size_t start = body->len;
-    int rc = encode_headers(t, a, headers);
+    int rc = encode_headers(t, a, headers, body);
     if (rc == 0)
         rc = encode_props(t, a, props);
     if (rc == 0)

@@ -151,6 +151,7 @@ int cel__mp_put_int(struct cel_buf *b, int64_t v);
 int cel__mp_put_uint(struct cel_buf *b, uint64_t v);
 int cel__mp_put_double(struct cel_buf *b, double v);
 int cel__mp_put_str(struct cel_buf *b, const char *s, size_t n);
+int cel__mp_put_str_hdr(struct cel_buf *b, size_t n); /* the header only; n bytes must follow */
 int cel__mp_put_cstr(struct cel_buf *b, const char *s); /* NULL -> nil */
 int cel__mp_put_bin(struct cel_buf *b, const void *s, size_t n);
 int cel__mp_put_array(struct cel_buf *b, size_t n);

@@ -250,7 +250,8 @@ static int pack_sigs(struct cel_client *c, const struct cel_sig *s, size_t n, bo
     return out->ptr ? 0 : CEL_ENOMEM;
 }
 
-static int set_times(struct cel_task *t, const struct cel_send_opts *o, uint32_t *delay_s)
+static int set_times(struct cel_client *c, struct cel_task *t, const struct cel_send_opts *o,
+                     uint32_t *delay_s)
 {
     int64_t now = cel_now_us();
     int64_t eta = o->countdown > 0 ? now + (int64_t)llround(o->countdown * 1e6) : o->eta_us;
@@ -260,7 +261,10 @@ static int set_times(struct cel_task *t, const struct cel_send_opts *o, uint32_t
         if (eta > now) {
             double d = ceil((double)(eta - now) / 1e6);
             if (d >= (double)(1u << 28))
-                return CEL_EINVAL;
+                return cel__client_err(c, CEL_EINVAL,
+                                       "countdown/eta is %.0f s ahead: the delay levels hold at "
+                                       "most %u s",
+                                       d, (1u << 28) - 1);
             *delay_s = (uint32_t)d;
         }
     }
@@ -269,6 +273,37 @@ static int set_times(struct cel_task *t, const struct cel_send_opts *o, uint32_t
     else if (o->expires_in > 0)
         t->expires = now + (int64_t)llround(o->expires_in * 1e6);
     return 0;
+}
+
+/* Extra headers may not replace the ones the encoder writes. */
+static int extra_headers(struct cel_client *c, struct cel_span map, struct cel_table *out)
+{
+    static const char *const reserved[] = {"lang",
+                                           "task",
+                                           "id",
+                                           "shadow",
+                                           "eta",
+                                           "expires",
+                                           "group",
+                                           "group_index",
+                                           "retries",
+                                           "timelimit",
+                                           "root_id",
+                                           "parent_id",
+                                           "argsrepr",
+                                           "kwargsrepr",
+                                           "origin",
+                                           "ignore_result",
+                                           "x-celeriac-idempotency-key",
+                                           "x-celeriac-signature"};
+    int rc = cel__headers_table(&c->batch_arena, map, out);
+    for (size_t i = 0; !rc && i < out->n; i++)
+        for (size_t k = 0; k < sizeof reserved / sizeof reserved[0]; k++)
+            if (out->items[i].key.len == strlen(reserved[k]) &&
+                !memcmp(out->items[i].key.ptr, reserved[k], out->items[i].key.len))
+                return cel__client_err(c, CEL_EINVAL, "header '%s' is set by celeriac itself",
+                                       reserved[k]);
+    return rc;
 }
 
 static int fill_task(struct cel_client *c, struct cel_task *t, const char *task,
@@ -302,7 +337,7 @@ static int fill_task(struct cel_client *c, struct cel_task *t, const char *task,
     t->soft_time_limit = o->soft_time_limit;
     t->args = args.len ? args : CEL_SPAN_LIT("\x90");
     t->kwargs = kwargs.len ? kwargs : CEL_SPAN_LIT("\x80");
-    int rc = set_times(t, o, delay_s);
+    int rc = set_times(c, t, o, delay_s);
     if (!rc)
         rc = pack_sigs(c, o->link, o->n_link, false, &t->callbacks);
     if (!rc)
@@ -310,7 +345,7 @@ static int fill_task(struct cel_client *c, struct cel_task *t, const char *task,
     if (!rc)
         rc = pack_sigs(c, o->chain, o->n_chain, true, &t->chain);
     if (!rc && o->headers.len)
-        rc = cel__headers_table(&c->batch_arena, o->headers, &t->extra);
+        rc = extra_headers(c, o->headers, &t->extra);
     return rc;
 }
 
@@ -355,13 +390,15 @@ static int encode_one(struct cel_client *c, const char *task, struct cel_span ar
 {
     struct cel_task t;
     uint32_t delay_s;
+    c->errstr[0] = 0;
     int rc = grow_pending(c);
     if (!rc)
         rc = fill_task(c, &t, task, args, kwargs, o, &delay_s);
+    if (rc == CEL_EINVAL && c->errstr[0])
+        return rc; /* the reason is already in errstr */
     if (rc)
         return cel__client_err(c, rc, "%s: %s", task,
-                               rc == CEL_EINVAL ? "bad options (delay too long or bad headers)"
-                                                : cel_strerror(rc));
+                               rc == CEL_EINVAL ? "bad options" : cel_strerror(rc));
     struct cel__pending *p = &c->pend[c->npend];
     p->props = cel_arena_calloc(&c->batch_arena, sizeof *p->props);
     p->headers = cel_arena_calloc(&c->batch_arena, sizeof *p->headers);

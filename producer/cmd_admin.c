@@ -33,19 +33,57 @@ struct workers {
     json_t *list;
 };
 
-/* One table row: the hostname, then the document's top-level fields as key=value. */
+/* The registry document's fields shown as table columns (the rest is in --json). */
+static const struct {
+    const char *key, *title;
+    int width;
+} worker_cols[] = {
+    {"pid", "PID", 8},         {"pool", "POOL", 8},     {"concurrency", "CONC", 5},
+    {"running", "RUNNING", 8}, {"queued", "QUEUED", 7}, {"processed", "PROCESSED", 10},
+    {"failed", "FAILED", 7},   {"queues", "QUEUES", 0},
+};
+#define NCOLS (sizeof worker_cols / sizeof worker_cols[0])
+
+static void worker_header(void)
+{
+    printf("%-32s", "HOSTNAME");
+    for (size_t i = 0; i < NCOLS; i++)
+        printf(" %-*s", worker_cols[i].width, worker_cols[i].title);
+    printf("\n");
+}
+
+/* One cell: text as is, arrays comma-joined, other values as JSON, "-" when absent. */
+static void cell_text(json_t *v, char *out, size_t n)
+{
+    size_t used = 0, k;
+    json_t *item;
+    snprintf(out, n, "-");
+    if (json_is_string(v)) {
+        snprintf(out, n, "%s", json_string_value(v));
+    } else if (json_is_array(v)) {
+        out[0] = 0;
+        json_array_foreach(v, k, item)
+        {
+            int w = snprintf(out + used, n - used, "%s%s", k ? "," : "",
+                             json_is_string(item) ? json_string_value(item) : "?");
+            if (w < 0 || (size_t)w >= n - used)
+                break;
+            used += (size_t)w;
+        }
+    } else if (v) {
+        char *s = json_dumps(v, JSON_ENCODE_ANY);
+        snprintf(out, n, "%s", s ? s : "?");
+        free(s);
+    }
+}
+
 static void worker_row(const char *hostname, json_t *doc)
 {
+    char cell[512];
     printf("%-32s", hostname);
-    const char *key;
-    json_t *v;
-    json_object_foreach(doc, key, v)
-    {
-        if (!strcmp(key, "hostname"))
-            continue;
-        char *s = json_is_string(v) ? NULL : json_dumps(v, JSON_ENCODE_ANY | JSON_COMPACT);
-        printf(" %s=%s", key, s ? s : json_string_value(v));
-        free(s);
+    for (size_t i = 0; i < NCOLS; i++) {
+        cell_text(json_object_get(doc, worker_cols[i].key), cell, sizeof cell);
+        printf(" %-*s", worker_cols[i].width, cell);
     }
     printf("\n");
 }
@@ -75,7 +113,7 @@ int cel_cmd_inspect_workers(struct cel_cli *c)
         return code;
     struct workers w = {.json = c->json, .list = json_array()};
     if (!w.json)
-        printf("%-32s %s\n", "HOSTNAME", "DETAILS");
+        worker_header();
     int rc = cel_client_list_workers(c->client, on_worker, &w);
     if (!rc && w.json) {
         char *s = json_dumps(w.list, JSON_INDENT(2));

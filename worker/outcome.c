@@ -536,7 +536,8 @@ static int flush_store(struct cel__sup *s)
         if (!(s->putbuf =
                   grow_scratch(s->putbuf, &s->cap_putbuf, n + j->n_puts + 1, sizeof *s->putbuf)))
             return CEL_ENOMEM;
-        memcpy(s->putbuf + n, j->puts, j->n_puts * sizeof *j->puts);
+        if (j->n_puts)
+            memcpy(s->putbuf + n, j->puts, j->n_puts * sizeof *j->puts);
         n += j->n_puts;
     }
     int rc = n ? cel_store_put_results(s->store, s->putbuf, n) : 0;

@@ -261,6 +261,7 @@ static void server_cancel(struct cel__amqp *b, const amqp_basic_cancel_t *c)
         free(b->q[i].ctag);
         b->q[i].ctag = NULL;
         b->q[i].consuming = false;
+        b->q[i].delay_bound = false; /* deleted with the queue, most likely */
     }
 }
 

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "broker-adapters/amqp/amqp_adapter.h"
 
@@ -107,11 +108,39 @@ static int socket_open(struct cel__amqp *b, struct cel__amqp_conn *c, const stru
     return 0;
 }
 
+static void bool_entry(amqp_table_entry_t *e, const char *key)
+{
+    e->key = amqp_cstring_bytes(key);
+    e->value.kind = AMQP_FIELD_KIND_BOOLEAN;
+    e->value.value.boolean = 1;
+}
+
+/* Client properties: a connection name operators can see, and the capabilities we handle
+ * (a 403 close on bad credentials, e2e bindings for the delay levels, consumer cancels). */
+static amqp_rpc_reply_t login_as(struct cel__amqp *b, struct cel__amqp_conn *c,
+                                 const struct cel_amqp_url *u)
+{
+    char name[64];
+    snprintf(name, sizeof name, "celeriac %s pid %ld", c->name, (long)getpid());
+    amqp_table_entry_t caps[3], props[2];
+    bool_entry(&caps[0], "authentication_failure_close");
+    bool_entry(&caps[1], "exchange_exchange_bindings");
+    bool_entry(&caps[2], "consumer_cancel_notify");
+    props[0].key = amqp_cstring_bytes("connection_name");
+    props[0].value.kind = AMQP_FIELD_KIND_UTF8;
+    props[0].value.value.bytes = amqp_cstring_bytes(name);
+    props[1].key = amqp_cstring_bytes("capabilities");
+    props[1].value.kind = AMQP_FIELD_KIND_TABLE;
+    props[1].value.value.table = (amqp_table_t){3, caps};
+    amqp_table_t t = {2, props};
+    return amqp_login_with_properties(c->st, u->vhost, 0, FRAME_MAX, b->heartbeat, &t,
+                                      AMQP_SASL_METHOD_PLAIN, u->user, u->pass);
+}
+
 static int login(struct cel__amqp *b, struct cel__amqp_conn *c, const struct cel_amqp_url *u)
 {
     char d[1100];
-    amqp_rpc_reply_t r = amqp_login(c->st, u->vhost, 0, FRAME_MAX, b->heartbeat,
-                                    AMQP_SASL_METHOD_PLAIN, u->user, u->pass);
+    amqp_rpc_reply_t r = login_as(b, c, u);
     if (r.reply_type == AMQP_RESPONSE_NORMAL)
         return 0;
     url_desc(u, d, sizeof d);

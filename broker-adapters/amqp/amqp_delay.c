@@ -204,6 +204,7 @@ int cel__amqp_declare_queue(struct cel__amqp *b, struct cel__amqp_queue *q)
         rc = bind(b, q->name, q->name, q->name);
     if (rc == 0)
         rc = queue(b, dead, queue_args(b, de, true));
+    q->delay_bound = false; /* the queue may be new: bind it again */
     if (rc == 0)
         rc = cel__amqp_bind_delay(b, q);
     return rc;

@@ -39,10 +39,8 @@ static void raw_msgpack(const char *bytes, size_t len)
     char err[256];
     int valid = cel_msgpack_validate(s, NULL, err, sizeof err) == 0;
     if (cel_msgpack_to_json(s, &js) == 0 && valid) {
-        /* what we write is JSON that parses, except what jansson refuses and Python accepts:
-         * NaN/Infinity, and a NUL in an object key */
-        check(cel_json_to_msgpack(js.data, js.len, NULL, &mp, err, sizeof err) != CEL_EJSON ||
-              strstr(js.data, "NaN") || strstr(js.data, "Infinity") || strstr(js.data, "\\u0000"));
+        /* whatever valid msgpack JSON can carry, the JSON written for it reads back */
+        check(cel_json_to_msgpack(js.data, js.len, NULL, &mp, err, sizeof err) == 0);
     }
     cel_msgpack_repr(s, 64, &r);
     cel_buf_clear(&r);

@@ -151,6 +151,12 @@ def wait_for(pred, timeout=30.0, what="condition"):
     pytest.fail("timed out waiting for " + what)
 
 
+def die_with_parent():
+    """preexec_fn: the child gets SIGTERM if the test process dies, so no worker outlives it."""
+    import ctypes
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
 TASKS = '''
 import os
 from celery import Celery
@@ -185,7 +191,8 @@ class CeleryWorker:
             [PYTHON, "-m", "celery", "-A", "ptasks", "worker", "-Q", queue, "-c", "1",
              "--pool", "solo", "-n", "%s@%%h" % queue, "--without-heartbeat",
              "--without-mingle", "--without-gossip", "-l", "info"],
-            cwd=str(tmp_path), env=env, stdout=self.log, stderr=subprocess.STDOUT)
+            cwd=str(tmp_path), env=env, stdout=self.log, stderr=subprocess.STDOUT,
+            preexec_fn=die_with_parent)
         b = Broker()
         try:
             wait_for(lambda: self.proc.poll() is None and (b.depth(queue)[1] or 0) > 0, 60,

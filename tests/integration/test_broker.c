@@ -465,6 +465,26 @@ static void a_failed_get_leaves_consumer_deliveries_alone(void **state)
     assert_int_equal(f->c->ack(f->b, d.conn_gen, d.tag, false), 0);
 }
 
+/* Deleting a consumed queue: the broker cancels the consumer; consuming it again works. */
+static void a_deleted_queue_cancels_its_consumer(void **state)
+{
+    struct fx *f = *state;
+    assert_int_equal(f->c->declare(f->b, f->q), 0);
+    assert_int_equal(f->c->consume(f->b, f->q, 1), 0);
+    test_cleanup_queue(url, f->q);
+    struct cel_delivery d;
+    assert_int_equal(f->c->next(f->b, &d, &f->a, 500), CEL_ETIMEDOUT);
+    assert_non_null(strstr(f->c->errstr(f->b), "cancelled the consumer"));
+    assert_int_equal(f->c->declare(f->b, f->q), 0);
+    assert_int_equal(f->c->consume(f->b, f->q, 1), 0);
+    struct cel_publish m = msg_to(f->q, NULL, "back");
+    m.delay_s = 1; /* the recreated queue is bound to the delay levels again */
+    assert_int_equal(f->c->publish(f->b, &m, 1, NULL), 0);
+    assert_int_equal(f->c->next(f->b, &d, &f->a, 15000), 0);
+    assert_string_equal(d.queue, f->q);
+    assert_int_equal(f->c->ack(f->b, d.conn_gen, d.tag, false), 0);
+}
+
 static void nack_requeues_and_redelivers(void **state)
 {
     struct fx *f = *state;
@@ -588,6 +608,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(missing_queue_is_not_found, setup, teardown),
         cmocka_unit_test_setup_teardown(a_failed_get_leaves_consumer_deliveries_alone, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(a_deleted_queue_cancels_its_consumer, setup, teardown),
         cmocka_unit_test_setup_teardown(nack_requeues_and_redelivers, setup, teardown),
         cmocka_unit_test_setup_teardown(heartbeats_flow_with_poll_and_next0, setup, teardown),
         cmocka_unit_test_setup_teardown(credentials_from_the_environment, setup, teardown),

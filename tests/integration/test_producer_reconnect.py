@@ -1,6 +1,7 @@
 """test_producer_reconnect.py: at-least-once bulk publishing across a broker outage. Runs its own
 RabbitMQ + Redis (scripts/stack.sh with a private run directory), stops RabbitMQ while `producer
-bulk` is publishing, starts it again, and checks that every confirmed id is in the queue."""
+bulk` is publishing, starts it again, and checks that every confirmed id is in the queue. Being
+fresh, that broker also has no Celery pidbox exchange, which `revoke` must take in its stride."""
 import os
 import shlex
 import subprocess
@@ -14,8 +15,8 @@ from producer_fixtures import PRODUCER, ROOT, Broker, need_env, wait_for
 STACK = os.path.join(ROOT, "scripts", "stack.sh")
 
 
-@pytest.fixture
-def private_stack(tmp_path_factory):
+@pytest.fixture(scope="module")
+def private_stack():
     need_env()
     run = os.path.join(ROOT, ".run", "ptest-reconnect-%d-%s" % (os.getpid(), uuid.uuid4().hex[:6]))
     env = dict(os.environ, CELERIAC_RUN_DIR=run)
@@ -90,3 +91,15 @@ def test_bulk_survives_a_broker_outage(private_stack, tmp_path):
     total, seen = with_env(env, collect)
     assert total >= n  # at-least-once: duplicates allowed, losses not
     assert set(confirmed) <= seen
+
+
+def test_revoke_without_a_celery_pidbox_exchange(private_stack):
+    env = private_stack
+    tid = "ptest-revoke-%s" % uuid.uuid4().hex
+    r = subprocess.run([PRODUCER, "revoke", tid], env=env, capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert "no Celery pidbox exchange" in r.stdout
+    import redis
+    rdb = redis.Redis.from_url(env["CELERIAC_RESULT_BACKEND"])
+    assert rdb.zscore("celeriac-revoked", "r:" + tid) is not None  # "r:" = revoke, no terminate

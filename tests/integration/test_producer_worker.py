@@ -11,7 +11,7 @@ import uuid
 import pytest
 
 from producer_fixtures import *  # noqa: F401,F403  (fixtures)
-from producer_fixtures import WORKER, Broker, wait_for
+from producer_fixtures import WORKER, Broker, die_with_parent, wait_for
 
 
 class CWorker:
@@ -23,7 +23,8 @@ class CWorker:
         self.log = open(tmp_path / "cworker.log", "w+")
         self.proc = subprocess.Popen([WORKER, "--queue", ",".join(queues), "-c", "2",
                                       "-n", self.hostname, "--log-format", "text"],
-                                     env=env, stdout=self.log, stderr=subprocess.STDOUT)
+                                     env=env, stdout=self.log, stderr=subprocess.STDOUT,
+                                     preexec_fn=die_with_parent)
         b = Broker()
         try:
             for q in queues:
@@ -113,13 +114,15 @@ def test_revoke_stops_a_delayed_job_on_the_c_worker(producer, queues, cworker):
     assert r.returncode == 1 and r.stderr.strip() == "TaskRevokedError: revoked"
 
 
-@pytest.mark.xfail(reason="needs the worker's registry heartbeat", strict=False)
-def test_inspect_workers_lists_the_c_worker(producer, cworker):
+def test_inspect_workers_lists_the_c_worker(producer, queues, cworker):
     out = wait_for(lambda: (lambda o: o if cworker.hostname in o else None)(
         producer.ok("inspect", "workers")), 30, "the worker in the registry")
-    assert cworker.hostname in out
+    assert out.splitlines()[0].split()[:3] == ["HOSTNAME", "PID", "POOL"]
+    row = [line for line in out.splitlines() if line.startswith(cworker.hostname)][0]
+    assert "prefork" in row and ",".join(queues) in row
     docs = json.loads(producer.ok("inspect", "workers", "--json"))
-    assert any(d.get("hostname") == cworker.hostname for d in docs)
+    mine = [d for d in docs if d.get("hostname") == cworker.hostname]
+    assert mine and mine[0]["queues"] == list(queues) and mine[0]["pid"] == cworker.proc.pid
 
 
 def test_idempotency_key_returns_the_first_result(producer, queues, cworker):

@@ -114,6 +114,11 @@ static void round_trips(void **state)
         "9690808091c09291c381a090a0", /* nested, with empties */
         "81a16183a16290a16380a164929191a0c0",
         "dc0010000102030405060708090a0b0c0d0e0f", /* array16 */
+        "cfffffffffffffffff",
+        "cb7ff8000000000000",
+        "cbfff0000000000000",
+        "cb8000000000000000",
+        "81a100a0", /* NUL in a key */
     };
     struct cel_buf js = CEL_BUF_INIT, mp = CEL_BUF_INIT;
     for (size_t i = 0; i < sizeof values / sizeof values[0]; i++) {
@@ -139,9 +144,22 @@ static void big_and_odd_numbers(void **state)
     struct cel_buf b = CEL_BUF_INIT;
     assert_int_equal(cel_msgpack_to_json(hex("cfffffffffffffffff"), &b), 0);
     assert_string_equal(b.data, "18446744073709551615");
-    assert_int_equal(j2m("18446744073709551615", &b, NULL), CEL_EUNSUPPORTED);
+    /* full int64/uint64 precision, as Python keeps it; beyond that refused, never rounded */
+    assert_int_equal(j2m("18446744073709551615", &b, NULL), 0);
+    assert_buf_hex(&b, "cfffffffffffffffff");
+    assert_int_equal(j2m("[-9223372036854775808, -0, 0, -1]", &b, NULL), 0);
+    assert_buf_hex(&b, "94d380000000000000000000ff");
+    assert_int_equal(j2m("18446744073709551616", &b, NULL), CEL_EUNSUPPORTED);
     assert_int_equal(j2m("-9223372036854775809", &b, NULL), CEL_EUNSUPPORTED);
+    assert_int_equal(j2m("[123456789012345678901234567890]", &b, NULL), CEL_EUNSUPPORTED);
     assert_int_equal(b.len, 0);
+    /* Python's extensions and float edge cases */
+    assert_int_equal(
+        j2m("[NaN, Infinity, -Infinity, 1e400, -1e400, 1e-400, -0.0, 5e-324]", &b, NULL), 0);
+    assert_buf_hex(&b, "98cb7ff8000000000000cb7ff0000000000000cbfff0000000000000cb7ff0000000000000"
+                       "cbfff0000000000000cb0000000000000000cb8000000000000000cb0000000000000001");
+    assert_int_equal(j2m("1.5E+3", &b, NULL), 0);
+    assert_buf_hex(&b, "cb4097700000000000");
     assert_int_equal(j2m("1.0", &b, NULL), 0);
     assert_buf_hex(&b, "cb3ff0000000000000");
     assert_int_equal(j2m("1e2", &b, NULL), 0);
@@ -184,7 +202,25 @@ static void json_errors_and_limits(void **state)
     assert_int_equal(cel_json_to_msgpack(bad, strlen(bad), NULL, &b, err, sizeof err), CEL_EJSON);
     assert_non_null(strstr(err, "line 1 col"));
     assert_int_equal(j2m("[\"\xc3\x28\"]", &b, NULL), CEL_EUTF8);
-    assert_int_equal(j2m("\"\\ud800\"", &b, NULL), CEL_EJSON); /* lone surrogate */
+    assert_int_equal(j2m("\"\\ud800\"", &b, NULL), CEL_EUTF8); /* lone surrogates */
+    assert_int_equal(j2m("\"\\udc00\"", &b, NULL), CEL_EUTF8);
+    assert_int_equal(j2m("\"\\ud83d\\u0041\"", &b, NULL), CEL_EUTF8);
+    assert_int_equal(j2m("\"\\ud83d", &b, NULL), CEL_EUTF8);
+    static const char *const syntax[] = {
+        "01",       "-",         "1.",          ".5",     "+1",
+        "1e",       "1e+",       "-a",          "[1,]",   "[,1]",
+        "{,}",      "{\"a\" 1}", "{\"a\": 1,}", "{1: 2}", "[1 2]",
+        "\"a\tb\"", "\"\\x\"",   "\"\\u12G4\"", "\"abc",  "\xef\xbb\xbf[]",
+        "nul",      "True",      "[",           "{",      "]",
+        "NaNa",     "-NaN",      "\"\\u00\"",
+    };
+    for (size_t i = 0; i < sizeof syntax / sizeof syntax[0]; i++) {
+        if (j2m(syntax[i], &b, NULL) != CEL_EJSON)
+            fail_msg("'%s' was not refused as bad JSON", syntax[i]);
+    }
+    assert_int_equal(cel_json_to_msgpack("[1, 2,\n 3,, 4]", 15, NULL, &b, err, sizeof err),
+                     CEL_EJSON);
+    assert_string_equal(err, "line 2 col 4: expected a value");
     assert_int_equal(j2m("[1] [2]", &b, NULL), CEL_EJSON);
     assert_int_equal(j2m("", &b, NULL), CEL_EJSON);
     struct cel_limits lim = cel_default_limits;
@@ -211,12 +247,46 @@ static void json_errors_and_limits(void **state)
     cel_buf_free(&b);
 }
 
+static void json_accepted_forms(void **state)
+{
+    (void)state;
+    struct cel_buf b = CEL_BUF_INIT;
+    assert_int_equal(j2m(" \t\r\n{ \"a\" :\n[ ] , \"b\":{}}\n ", &b, NULL), 0);
+    assert_buf_hex(&b, "82a16190a16280");
+    /* NUL in keys and values, every short escape, and duplicate keys kept in order */
+    assert_int_equal(
+        j2m("{\"\\u0000\": \"\\\"\\\\\\/\\b\\f\\n\\r\\t\", \"a\": 1, \"a\": 2}", &b, NULL), 0);
+    assert_buf_hex(&b, "83a100a8225c2f080c0a0d09a16101a16102");
+    /* strings around the str8/str16 boundaries keep msgpack-python's headers */
+    static char text[70000];
+    text[0] = '"';
+    memset(text + 1, 'x', 65536);
+    text[65537] = '"';
+    text[65538] = '\0';
+    assert_int_equal(j2m(text, &b, NULL), 0);
+    assert_int_equal((unsigned char)b.data[0], 0xdb);
+    assert_int_equal(b.len, 5 + 65536);
+    text[257] = '"';
+    text[258] = '\0';
+    assert_int_equal(j2m(text, &b, NULL), 0);
+    assert_int_equal((unsigned char)b.data[0], 0xda);
+    text[33] = '"';
+    text[34] = '\0';
+    assert_int_equal(j2m(text, &b, NULL), 0);
+    assert_int_equal((unsigned char)b.data[0], 0xd9);
+    cel_buf_free(&b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(python_output), cmocka_unit_test(json_to_msgpack_is_what_python_packs),
-        cmocka_unit_test(round_trips),   cmocka_unit_test(big_and_odd_numbers),
-        cmocka_unit_test(bin_and_keys),  cmocka_unit_test(json_errors_and_limits),
+        cmocka_unit_test(python_output),
+        cmocka_unit_test(json_to_msgpack_is_what_python_packs),
+        cmocka_unit_test(round_trips),
+        cmocka_unit_test(big_and_odd_numbers),
+        cmocka_unit_test(bin_and_keys),
+        cmocka_unit_test(json_errors_and_limits),
+        cmocka_unit_test(json_accepted_forms),
     };
     return cmocka_run_group_tests_name("json", tests, NULL, NULL);
 }

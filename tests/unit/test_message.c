@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "common/clock.h"
@@ -148,6 +149,39 @@ static void headers_in_spec_order(void **state)
     assert_null(p.expiration);
     cel_buf_free(&b);
     cel_arena_free(&a);
+}
+
+/* The origin names the process that encodes, also in a forked child (workers fork). */
+static int origin_is_own_pid(void)
+{
+    struct cel_task t;
+    struct cel_arena a;
+    struct cel_props p;
+    struct cel_table h;
+    struct cel_buf b = CEL_BUF_INIT;
+    char want[32];
+    users_create(&t);
+    cel_arena_init(&a, 0);
+    int n = snprintf(want, sizeof want, "gen%ld@", (long)getpid());
+    int ok = cel_task_encode(&t, &a, &p, &h, &b) == 0 &&
+             !strncmp(cel_table_get(&h, "origin")->u.s.ptr, want, (size_t)n);
+    cel_buf_free(&b);
+    cel_arena_free(&a);
+    return ok;
+}
+
+static void origin_follows_fork(void **state)
+{
+    (void)state;
+    assert_true(origin_is_own_pid());
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0)
+        _exit(origin_is_own_pid() ? 0 : 1);
+    int status;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    assert_true(origin_is_own_pid());
 }
 
 static void encode_options(void **state)
@@ -509,6 +543,9 @@ static void bad_headers(void **state)
     fx->f[2].v = cel_value_str("a\0b", 3);
     expect(fx, decode(fx, &mp_props, body, NULL), CEL_EHEADER, "NUL");
     celery_headers(fx);
+    fx->f[6].v = cel_value_str("g\xff", 2);
+    expect(fx, decode(fx, &mp_props, body, NULL), CEL_EUTF8, "'group'");
+    celery_headers(fx);
     fx->f[9].v = cel_value_int(5);
     expect(fx, decode(fx, &mp_props, body, NULL), CEL_EHEADER, "timelimit");
     celery_headers(fx);
@@ -579,6 +616,7 @@ static void bad_bodies(void **state)
         {"93908081a5636861696e01", CEL_EBODY, "embed.chain"},
         {"93908081a563686f726490", CEL_EBODY, "embed.chord"},
         {"93908081a5636861696e91d40101", CEL_EBODY, "ext"},
+        {"93908081a2c328c0", CEL_EUTF8, "embed"},
         {"9391a2c328 80c0", CEL_EUTF8, "args"},
         {"939081a1ffa0c0", CEL_EUTF8, "kwargs"},
         {"9391a3eda080 80c0", CEL_EUTF8, NULL},   /* surrogate */
@@ -877,6 +915,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(golden_body_7_1),
         cmocka_unit_test(headers_in_spec_order),
+        cmocka_unit_test(origin_follows_fork),
         cmocka_unit_test(encode_options),
         cmocka_unit_test(expired_expiration_is_zero),
         cmocka_unit_test(encode_json_body),
