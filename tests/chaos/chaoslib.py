@@ -212,6 +212,7 @@ class SuccessCounter(threading.Thread):
 class Run:
     def __init__(self, stack, scenario, tmp, n_jobs, crash_every=0, hang_every=0, email_every=50,
                  send_seconds=None):
+        """crash_every/hang_every: one job in that many is bench.crash / bench.spin."""
         self.stack, self.scenario = stack, scenario
         self.tmp = Path(tmp)
         self.worker_bin = binary("CELERIAC_WORKER_BIN", "build/bin/worker")
@@ -222,6 +223,11 @@ class Run:
         self.data.mkdir(exist_ok=True)
         self.proc_env = dict(os.environ, CELERIAC_DATA_DIR=str(self.data),
                              CELERIAC_BROKER_URL=stack.broker, CELERIAC_RESULT_BACKEND=stack.backend)
+        if crash_every:
+            # under an ASan build, let a deliberate segfault be a real SIGSEGV as in production,
+            # not an ASan report followed by exit(1)
+            asan = self.proc_env.get("ASAN_OPTIONS", "")
+            self.proc_env["ASAN_OPTIONS"] = (asan + ":" if asan else "") + "handle_segv=0"
         self.send_seconds = send_seconds if send_seconds is not None else env_int("CHAOS_SEND_SECONDS", 15)
         self.workers = []
         self.plan(n_jobs, crash_every, hang_every, email_every)
