@@ -1178,9 +1178,13 @@ static int pack_children(const struct cel__outbox *out, size_t first, struct cel
     return rc;
 }
 
+/* An outbox with n == 0 holds nothing yet: it is (re)initialised, so a caller that only set n
+ * does not hand us a garbage items/cap. */
 static struct ctx ctx_make(const struct cel_task *done, const char *origin, struct cel_arena *a,
                            struct cel__outbox *out)
 {
+    if (out->n == 0)
+        cel__outbox_init(out);
     return (struct ctx){done, origin, a, done->root_id ? done->root_id : done->id, NULL, out};
 }
 
@@ -1405,7 +1409,7 @@ int cel__canvas_chord_body(const struct cel_task *done, struct cel_span parts, c
                            struct cel_exc **err_exc)
 {
     struct cel_buf results = CEL_BUF_INIT;
-    struct cel__outbox out;
+    struct cel__outbox out = {NULL, 0, 0};
     struct ctx c = ctx_make(done, origin, a, &out);
     struct chord_entry failed;
     bool has_failed = false;
@@ -1415,7 +1419,6 @@ int cel__canvas_chord_body(const struct cel_task *done, struct cel_span parts, c
     *body = NULL;
     *body_id = NULL;
     *err_exc = NULL;
-    cel__outbox_init(&out);
     if (mp_is_nil(done->chord))
         return CEL_EBODY;
     if ((rc = sig_parse(done->chord, a, &s)) < 0 || (rc = opts_parse(s.options, a, &o)) < 0)

@@ -64,6 +64,8 @@ int cel__canvas_chord_body(const struct cel_task *done, struct cel_span parts, c
                            struct cel_arena *a, struct cel__outmsg **body, const char **body_id,
                            struct cel_exc **err_exc);
 
+/* Outboxes passed to the functions above are appended to; one with n == 0 may be otherwise
+ * uninitialised (it is initialised then). */
 void cel__outbox_init(struct cel__outbox *o);
 
 /* Added by canvas: the chord entry in the given result format. JSON entries are what a Python

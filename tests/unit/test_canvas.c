@@ -120,6 +120,28 @@ static void chain_of_three_forwards(void **state)
     cel_buf_free(&children);
 }
 
+/* A caller that only sets n = 0 (items and cap left as garbage) still gets a working outbox. */
+static void outbox_with_only_n_set(void **state)
+{
+    struct cel_task done;
+    struct cel__outbox out;
+    struct cel_buf children = CEL_BUF_INIT;
+    const char **ids;
+    size_t n_ids;
+    memset(&out, 0xa5, sizeof out);
+    out.n = 0;
+    done_init(&done, "t1");
+    done.callbacks = mp("[" SIG("m.a", "[]", "{}") ", " SIG("m.b", "[]", "{}") "]");
+    done.errbacks = done.callbacks;
+    assert_int_equal(cel__canvas_success(&done, mp("1"), "o", &A, &out, &children), 0);
+    assert_int_equal(out.n, 2);
+    memset(&out, 0x5a, sizeof out);
+    out.n = 0;
+    assert_int_equal(cel__canvas_failure(&done, NULL, "o", &A, &out, &ids, &n_ids), 0);
+    assert_int_equal(out.n, 2);
+    cel_buf_free(&children);
+}
+
 static void immutable_keeps_args(void **state)
 {
     struct cel_task done;
@@ -674,6 +696,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(chain_of_three_forwards, setup, teardown),
+        cmocka_unit_test_setup_teardown(outbox_with_only_n_set, setup, teardown),
         cmocka_unit_test_setup_teardown(immutable_keeps_args, setup, teardown),
         cmocka_unit_test_setup_teardown(callbacks_get_retval_then_chain, setup, teardown),
         cmocka_unit_test_setup_teardown(nil_retval_is_prepended_as_none, setup, teardown),
