@@ -338,3 +338,81 @@ def test_results_are_held_while_redis_is_down_and_acked_only_once_stored(
         assert amqp.count(queue) == 0  # acked after the store, so nothing came back
     finally:
         rs.stop()
+
+
+def test_warm_shutdown_requeues_jobs_that_had_not_started(workers, queue, celery_app,
+                                                          redis_client, amqp):
+    w = workers.start(queue, "-c", "1")
+    slow = celery_app.send_task("bench.sleep", args=[2], queue=queue)
+    w.wait_log('"outcome":"started"')
+    waiting = [celery_app.send_task("bench.noop", args=[i], queue=queue) for i in range(3)]
+    wait_for(lambda: amqp.count(queue) == 0, what="the worker to prefetch the queued jobs")
+    w.signal(signal.SIGTERM)
+    assert w.wait() == 0
+    assert result_meta(redis_client, slow.id)["status"] == "SUCCESS"
+    assert all(result_meta(redis_client, r.id) is None for r in waiting)
+    assert amqp.count(queue) == 3  # nacked with requeue, for another worker
+
+
+def test_second_signal_is_a_cold_shutdown_without_ack(workers, queue, celery_app, redis_client,
+                                                      amqp):
+    w = workers.start(queue, "-c", "1")
+    slow = celery_app.send_task("bench.sleep", args=[30], queue=queue)
+    w.wait_log('"outcome":"started"')
+    w.signal(signal.SIGTERM)
+    w.wait_log("warm shutdown:")
+    w.signal(signal.SIGTERM)
+    assert w.wait() == 1
+    assert result_meta(redis_client, slow.id) is None
+    assert wait_for(lambda: amqp.count(queue) == 1, what="the unacked job back in the queue")
+
+
+def test_solo_pool_runs_jobs_in_process(workers, queue, celery_app):
+    workers.start(queue, "--pool", "solo")
+    name = uniq("solo")
+    assert celery_app.send_task("users.create", args=[name, f"{name}@x.io"],
+                                queue=queue).get(timeout=30)["username"] == name
+    with pytest.raises(RuntimeError, match="boom"):
+        celery_app.send_task("bench.fail", args=["boom"], queue=queue).get(timeout=30)
+
+
+def test_max_tasks_per_child_replaces_the_child(workers, queue, celery_app):
+    w = workers.start(queue, "-c", "1", "--max-tasks-per-child", "2")
+    for i in range(5):
+        assert celery_app.send_task("bench.noop", args=[i], queue=queue).get(timeout=30) == i
+    started = [rec for rec in w.log_records() if rec.get("msg", "").startswith("child 0 started")]
+    assert len(started) >= 3  # 5 jobs, 2 per child
+
+
+def test_max_memory_per_child_limits_the_address_space(workers, queue, celery_app):
+    workers.start(queue, "-c", "1", "--max-memory-per-child", str(256 * 1024))
+    assert celery_app.send_task("bench.alloc", args=[1 << 20], queue=queue).get(timeout=30) == \
+        1 << 20
+    with pytest.raises(MemoryError):
+        celery_app.send_task("bench.alloc", args=[1 << 30], queue=queue).get(timeout=30)
+
+
+def test_result_format_flag_overrides_the_task_format(workers, queue, stack, redis_client):
+    from celery import Celery
+
+    # a private client: the shared one would choke on a JSON result published to its channel
+    app = Celery("fmt-client", broker=stack.broker, backend=stack.backend)
+    app.conf.update(task_serializer="msgpack", result_serializer="msgpack",
+                    accept_content=["msgpack", "json"])
+    try:
+        workers.start(queue, "--result-format", "json")
+        r = app.send_task("bench.noop", args=[[1, "a"]], queue=queue)  # a msgpack task
+        raw = wait_for(lambda: redis_client.get(f"celery-task-meta-{r.id}"), what="the result")
+        assert raw.startswith(b'{"status": "SUCCESS", "result": [1, "a"]')
+    finally:
+        app.close()
+
+
+def test_oversized_message_is_dead_lettered(workers, queue, celery_app, amqp):
+    workers.start(queue, "--max-message-size", "1000")
+    big = celery_app.send_task("bench.noop", args=["x" * 5000], queue=queue)
+    dead = wait_for(lambda: dead_letters(amqp, queue), what="a dead letter")
+    assert dead[0].headers["id"] == big.id
+    assert dead[0].headers["x-celeriac-error-type"] == "celeriac.DecodeError"
+    assert celery_app.send_task("bench.noop", args=["small"], queue=queue).get(timeout=30) == \
+        "small"
