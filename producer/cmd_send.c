@@ -9,20 +9,15 @@
 #include "producer/cli.h"
 #include "producer/client_internal.h"
 
-/* Packs positional JSON argument n (1-based among the command's arguments) into b. */
-static int json_arg(struct cel_cli *c, int idx, int want, const char *what, struct cel_buf *b,
-                    struct cel_span *out)
+/* Packs positional argument idx (0-based; the task is 0) as JSON of type want into b. */
+static int json_arg(struct cel_cli *c, int idx, int want, const char *what, struct cel_buf *b)
 {
     char err[512], label[64];
-    size_t start = b->len;
-    *out = (struct cel_span){NULL, 0};
     if (c->npos <= idx)
         return 0;
     snprintf(label, sizeof label, "%s (argument %d)", what, idx + 1);
     if (cel__json_text_pack(c->pos[idx], want, label, b, err, sizeof err))
         return cel_cli_fail(c, CEL_EXIT_USAGE, "%s", err);
-    *out = (struct cel_span){NULL, b->len - start}; /* ptr fixed up once b stops growing */
-    out->ptr = (const char *)(uintptr_t)start;
     return 0;
 }
 
@@ -41,12 +36,11 @@ static int wait_and_print(struct cel_cli *c, const char *id)
 
 static int do_send(struct cel_cli *c)
 {
-    struct cel_buf b = CEL_BUF_INIT;
-    struct cel_span args, kwargs;
+    struct cel_buf args = CEL_BUF_INIT, kwargs = CEL_BUF_INIT;
     char id[37];
-    int code = json_arg(c, 1, JSON_ARRAY, "args", &b, &args);
+    int code = json_arg(c, 1, JSON_ARRAY, "args", &args);
     if (!code)
-        code = json_arg(c, 2, JSON_OBJECT, "kwargs", &b, &kwargs);
+        code = json_arg(c, 2, JSON_OBJECT, "kwargs", &kwargs);
     if (!code && c->wait && c->send.ignore_result)
         code =
             cel_cli_fail(c, CEL_EXIT_USAGE, "--wait with --ignore-result would never see a result");
@@ -56,14 +50,11 @@ static int do_send(struct cel_cli *c)
         code = cel_cli_client(c);
     /* with --wait, make sure the result can be read before publishing anything */
     int rc = code ? 0 : cel_client_connect(c->client, true, c->wait);
-    if (!code && !rc) {
-        if (args.len)
-            args.ptr = b.data + (uintptr_t)args.ptr;
-        if (kwargs.len)
-            kwargs.ptr = b.data + (uintptr_t)kwargs.ptr;
-        rc = cel_client_send(c->client, c->pos[0], args, kwargs, &c->send, id);
-    }
-    cel_buf_free(&b);
+    if (!code && !rc)
+        rc = cel_client_send(c->client, c->pos[0], cel_buf_span(&args), cel_buf_span(&kwargs),
+                             &c->send, id);
+    cel_buf_free(&args);
+    cel_buf_free(&kwargs);
     if (code || rc)
         return code ? code : cel_cli_client_fail(c, rc);
     if (!c->wait) {

@@ -136,8 +136,15 @@ def test_chord_part_failure_is_a_chord_error(app, queues, cworker):
     cworker(q)
     header = [sig(app, "bench.noop", 1, queue=q), sig(app, "bench.fail", "boom", queue=q)]
     res = chord(header)(sig(app, "bench.noop", queue=q))
-    with pytest.raises(ChordError) as e:
+    # Celery's client re-raises the failed header part first (result.py
+    # _maybe_reraise_parent_error), exactly as with a Python worker
+    with pytest.raises(RuntimeError):
         res.get(timeout=RESULT_TIMEOUT)
+    # the body itself is stored as FAILURE with the ChordError the Redis backend writes
+    body = app.AsyncResult(res.id)
+    with pytest.raises(ChordError) as e:
+        body.get(timeout=RESULT_TIMEOUT)
+    assert body.state == "FAILURE"
     failed_id = res.parent.results[1].id
     assert str(e.value) == f"Dependency {failed_id} raised RuntimeError('boom')"
 

@@ -6,6 +6,7 @@ import os
 import subprocess
 
 import pytest
+from celery.exceptions import TaskRevokedError
 
 from conftest import RESULT_TIMEOUT, binary, uniq
 
@@ -77,6 +78,21 @@ def test_producer_link_to_python_worker(stack, queues, pyworker, msgpack_app):
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "3"
     assert msgpack_app.AsyncResult(cb).get(timeout=RESULT_TIMEOUT) == 103
+
+
+def test_producer_revoke_stops_a_c_job(stack, queues, cworker, msgpack_app):
+    q = queues()
+    cworker(q)
+    counter = uniq("rev")
+    res = msgpack_app.send_task("bench.count", args=[counter], countdown=4, queue=q)
+    r = producer(stack, "revoke", res.id)
+    assert r.returncode == 0, r.stderr
+    with pytest.raises(TaskRevokedError):
+        res.get(timeout=RESULT_TIMEOUT)
+    assert res.state == "REVOKED"
+    # it never ran: the counter starts at 1
+    again = msgpack_app.send_task("bench.count", args=[counter], queue=q)
+    assert again.get(timeout=RESULT_TIMEOUT) == 1
 
 
 def test_python_and_c_workers_share_a_queue(stack, queues, cworker, pyworker, msgpack_app):
