@@ -294,6 +294,17 @@ class Run:
         p = self.tmp / f"{w.name}.{w.incarnation}.log"
         return p.read_bytes()[-n:].decode("utf-8", "replace") if p.exists() else ""
 
+    def restart_dead(self):
+        """Starts again every worker that died by itself; returns how many."""
+        n = 0
+        for w in self.workers:
+            if w.proc.poll() is not None:
+                w.exit_codes.append(w.proc.returncode)
+                w.log.close()
+                w.start()
+                n += 1
+        return n
+
     def kill_and_restart(self, w):
         kids = w.kill()
         self.orphans.extend(kids)
