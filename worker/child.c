@@ -69,8 +69,8 @@ static int read_frame(struct child *c, struct cel_span *payload)
         if (cel_buf_reserve(&c->in, 65536) < 0)
             return CEL_ENOMEM;
         ssize_t n = read(c->fd, c->in.data + c->in.len, c->in.cap - c->in.len - 1);
-        if (n == 0)
-            return 0;
+        if (n == 0 || (n < 0 && errno == ECONNRESET))
+            return 0; /* the supervisor closed our socket (or died) */
         if (n < 0 && errno != EINTR)
             return CEL_ESYS;
         if (n > 0)

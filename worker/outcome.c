@@ -548,8 +548,8 @@ static int flush_store(struct cel__sup *s)
         if (j->stage == STAGE_STORE) {
             cel__idem_finish(s, j);
             j->stage = j->chord_entry.len && j->settle == SETTLE_ACK ? STAGE_CHORD : STAGE_SETTLE;
-            fault |= s->fault_kill_before_ack && j->decoded &&
-                     strcmp(j->t.task, s->fault_kill_before_ack) == 0;
+            fault |= s->fault_kill_before_ack && j->decoded && j->started_us &&
+                     strcmp(j->t.task, s->fault_kill_before_ack) == 0; /* a job that ran */
         }
     if (fault) {
         cel_log_warning("CELERIAC_FAULT_KILL_BEFORE_ACK: killing the worker before the ack");
@@ -684,8 +684,11 @@ void cel__flush(struct cel__sup *s)
     int64_t now = cel_mono_us();
     if (!s->dhead || now < s->flush_retry_at_us)
         return;
+    /* idle, or half the prefetch window finished (acks let the broker refill the window while
+     * the rest runs), or big, or old */
     bool idle = s->n_busy == 0 && !s->qhead;
-    if (!idle && s->n_done < FLUSH_BATCH && now < s->flush_due_us && !s->draining)
+    bool half = s->n_done * 2 >= s->prefetch;
+    if (!idle && !half && s->n_done < FLUSH_BATCH && now < s->flush_due_us && !s->draining)
         return;
     int rc = flush_publish(s);
     if (rc < 0) {

@@ -120,6 +120,7 @@ struct cel__sup {
     int64_t flush_retry_at_us;
     int64_t flush_due_us; /* finished jobs wait at most until then (batching) */
     size_t n_done;
+    size_t prefetch; /* the consumers' window */
     unsigned flush_attempt;
 
     /* lifecycle */

@@ -46,6 +46,7 @@ static int open_broker(struct cel__sup *s)
         prefetch = 64L * s->cfg->prefetch_multiplier;
     if (prefetch > 65535)
         prefetch = 65535;
+    s->prefetch = (size_t)prefetch;
     for (size_t i = 0; i < s->cfg->n_queues && rc == 0; i++) {
         const char *q = s->cfg->queue_list[i];
         if ((rc = s->bc->declare(s->broker, q)) == 0)

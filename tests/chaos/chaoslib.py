@@ -31,7 +31,8 @@ import msgpack
 import redis
 
 ROOT = Path(__file__).resolve().parents[2]
-SUMMARY = []  # one line per scenario, printed at the end of the session by conftest.py
+SUMMARY = []
+SANITIZER_MARKS = ("AddressSanitizer", "LeakSanitizer", "runtime error:", "UndefinedBehaviorSanitizer")  # one line per scenario, printed at the end of the session by conftest.py
 
 
 def env_int(name, default):
@@ -211,6 +212,7 @@ class SuccessCounter(threading.Thread):
 class Run:
     def __init__(self, stack, scenario, tmp, n_jobs, crash_every=0, hang_every=0, email_every=50,
                  send_seconds=None):
+        """crash_every/hang_every: one job in that many is bench.crash / bench.spin."""
         self.stack, self.scenario = stack, scenario
         self.tmp = Path(tmp)
         self.worker_bin = binary("CELERIAC_WORKER_BIN", "build/bin/worker")
@@ -221,6 +223,11 @@ class Run:
         self.data.mkdir(exist_ok=True)
         self.proc_env = dict(os.environ, CELERIAC_DATA_DIR=str(self.data),
                              CELERIAC_BROKER_URL=stack.broker, CELERIAC_RESULT_BACKEND=stack.backend)
+        if crash_every:
+            # under an ASan build, let a deliberate segfault be a real SIGSEGV as in production,
+            # not an ASan report followed by exit(1)
+            asan = self.proc_env.get("ASAN_OPTIONS", "")
+            self.proc_env["ASAN_OPTIONS"] = (asan + ":" if asan else "") + "handle_segv=0"
         self.send_seconds = send_seconds if send_seconds is not None else env_int("CHAOS_SEND_SECONDS", 15)
         self.workers = []
         self.plan(n_jobs, crash_every, hang_every, email_every)
@@ -465,6 +472,26 @@ class Run:
             problems.append(f"{len(extra_dead)} unexpected or repeated dead letters, e.g. {extra_dead[:3]}")
         if orphans:
             problems.append(f"children still alive 10+ s after their supervisor was SIGKILLed: {orphans[:5]}")
+        return problems
+
+    def stop_workers(self):
+        """SIGTERM every live worker (warm shutdown must exit 0), then read every incarnation's
+        log for sanitizer reports (an ASan build via CELERIAC_WORKER_BIN). Returns problems."""
+        problems = []
+        for w in self.workers:
+            if not w.alive():
+                problems.append(f"{w.name} had exited by itself ({w.proc.returncode}): {self.log_tail(w)}")
+                continue
+            rc = w.terminate()
+            if rc != 0:
+                problems.append(f"{w.name} exited with {rc} after SIGTERM: {self.log_tail(w)}")
+        found = set()
+        for log in sorted(self.tmp.glob("*.log")):
+            for line in log.read_bytes().decode("utf-8", "replace").splitlines():
+                if any(m in line for m in SANITIZER_MARKS):
+                    found.add(f"{log.name}: {line.strip()[:300]}")
+        if found:
+            problems.append("sanitizer reports:\n" + "\n".join(sorted(found)[:20]))
         return problems
 
     def wait_orphans(self, timeout=10):

@@ -267,3 +267,15 @@ def test_extra_headers_cannot_replace_celery_headers_and_delays_are_bounded(prod
     assert r.returncode == 2 and "header 'id' is set by celeriac itself" in r.stderr
     r = producer("send", "svc.t", "--queue", queue, "--countdown", "999999999")
     assert r.returncode == 2 and "delay levels" in r.stderr
+
+
+def test_chain_option_is_a_reversed_list_of_frozen_signatures(producer, broker, queue):
+    producer.ok("send", "svc.first", "[1]", "--queue", queue, "--chain", "svc.second",
+                "--chain", '{"task": "svc.third", "args": [3], "options": {"queue": "q3"}}')
+    m = wait_for(lambda: broker.get(queue), 10, "the message")
+    chain = decode_body(m)[2]["chain"]
+    assert [s["task"] for s in chain] == ["svc.third", "svc.second"]  # next task last
+    assert chain[0]["options"]["queue"] == "q3" and chain[0]["args"] == [3]
+    assert chain[1]["options"]["queue"] == "svc"
+    ids = [s["options"]["task_id"] for s in chain]
+    assert all(UUID.match(i) for i in ids) and ids[0] != ids[1]

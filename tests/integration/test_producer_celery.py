@@ -57,3 +57,12 @@ def test_revoke_reaches_python_workers_through_the_pidbox(producer, queue, celer
     r = producer("result", tid, "--wait", "--timeout", "90")
     assert r.returncode == 1
     assert r.stderr.strip() == "TaskRevokedError: revoked"
+
+
+def test_revoke_in_json_reaches_a_default_json_worker(producer, queue, celery_json_worker):
+    tid = producer.ok("send", "tasks.add", "[1, 2]", "--queue", queue, "--countdown", "3",
+                      "--format", "json").strip()
+    producer.ok("revoke", tid, "--format", "json")
+    r = producer("result", tid, "--wait", "--timeout", "90")
+    assert r.returncode == 1
+    assert r.stderr.strip() == "TaskRevokedError: revoked"
