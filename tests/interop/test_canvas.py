@@ -180,3 +180,22 @@ def test_group_as_link_is_a_stored_failure(stack, queues, cworker):
         res.get(timeout=RESULT_TIMEOUT)
     assert res.state == "FAILURE"
     app.close()
+
+
+def test_chain_link_and_on_error(app, queues, cworker):
+    q = queues()
+    cworker(q)
+    cb_id, eb_id = uniq("cb"), uniq("eb")
+    ok = chain(sig(app, "bench.noop", 3, queue=q), sig(app, "bench.noop", queue=q))
+    ok.link(sig(app, "bench.noop", queue=q, task_id=cb_id))  # Celery puts it on the last task
+    assert ok.apply_async().get(timeout=RESULT_TIMEOUT) == 3
+    assert app.AsyncResult(cb_id).get(timeout=RESULT_TIMEOUT) == 3
+
+    bad = chain(sig(app, "bench.noop", 1, queue=q), sig(app, "bench.fail", queue=q),
+                sig(app, "bench.noop", queue=q))
+    bad.on_error(sig(app, "bench.noop", queue=q, task_id=eb_id))  # link_error on every task
+    res = bad.apply_async()
+    with pytest.raises(RuntimeError):
+        res.get(timeout=RESULT_TIMEOUT)
+    # the errback of the task that failed (the second) receives its id
+    assert app.AsyncResult(eb_id).get(timeout=RESULT_TIMEOUT) == res.parent.id
