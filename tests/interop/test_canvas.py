@@ -199,3 +199,30 @@ def test_chain_link_and_on_error(app, queues, cworker):
         res.get(timeout=RESULT_TIMEOUT)
     # the errback of the task that failed (the second) receives its id
     assert app.AsyncResult(eb_id).get(timeout=RESULT_TIMEOUT) == res.parent.id
+
+
+def test_chain_as_link(app, queues, cworker):
+    q = queues()
+    cworker(q)
+    last = uniq("last")
+    inner = chain(sig(app, "bench.noop", queue=q), sig(app, "bench.noop", queue=q, task_id=last))
+    res = app.send_task("bench.noop", args=[["x", 2]], queue=q, link=inner)
+    assert res.get(timeout=RESULT_TIMEOUT) == ["x", 2]
+    assert app.AsyncResult(last).get(timeout=RESULT_TIMEOUT) == ["x", 2]
+
+
+def test_chain_step_options_are_honoured(app, queues, cworker):
+    from datetime import datetime, timedelta
+
+    q, other = queues(), queues("interop-other")
+    cworker(q)
+    cworker(other)
+    c = chain(sig(app, "bench.noop", 5, queue=q),
+              sig(app, "bench.noop", queue=other, countdown=2),  # another queue, later
+              sig(app, "bench.noop", queue=q))
+    sent = datetime.utcnow()
+    res = c.apply_async()
+    assert res.get(timeout=RESULT_TIMEOUT) == 5
+    # a step stores its own result after publishing the next one (as Celery does): wait for it
+    assert res.parent.get(timeout=RESULT_TIMEOUT) == 5
+    assert res.parent.date_done >= sent + timedelta(seconds=2)
