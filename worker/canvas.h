@@ -74,4 +74,10 @@ void cel__outbox_init(struct cel__outbox *o);
 int cel__canvas_chord_entry_fmt(const char *task_id, const char *state, struct cel_span result,
                                 enum cel_format fmt, struct cel_buf *out);
 
+/* Added by canvas: after cel__canvas_chord_body reported a ChordError, the errbacks of the chord
+ * body (its options.link_error), sent as Celery's chord_error_from_stack does: args
+ * [body_id] + sig args, parent_id = body_id, a fresh group id. Nothing when it has none. */
+int cel__canvas_chord_errbacks(const struct cel_task *done, const char *origin, struct cel_arena *a,
+                               struct cel__outbox *out);
+
 #endif
