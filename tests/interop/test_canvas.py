@@ -155,14 +155,20 @@ def test_chord_part_failure_is_a_chord_error(app, queues, cworker):
     assert str(e.value) == f"Dependency {failed_id} raised RuntimeError('boom')"
 
 
-def test_chord_header_on_both_kinds_of_worker(app, config, queues, cworker, pyworker):
+@pytest.mark.parametrize("last", ["python", "c"])
+def test_chord_header_on_both_kinds_of_worker(app, config, queues, cworker, pyworker, last):
+    # the worker that completes the last part reads every entry of the .j key, written by both
+    # kinds of worker in the result serializer, and publishes the body
     cq, pq = queues("interop-c"), queues("interop-py")
     cworker(cq)
     pyworker(pq, config)
-    header = [sig(app, "bench.noop", 1, queue=cq), sig(app, "tasks.add", 2, 3, queue=pq),
-              sig(app, "bench.noop", 4, queue=cq)]
+    if last == "python":
+        slow, want = sig(app, "tasks.slow", 4, queue=pq), 4
+    else:
+        slow, want = sig(app, "bench.sleep", 1, queue=cq), None
+    header = [sig(app, "bench.noop", 1, queue=cq), sig(app, "tasks.add", 2, 3, queue=pq), slow]
     res = chord(header)(sig(app, "tasks.tag", queue=pq))
-    assert res.get(timeout=RESULT_TIMEOUT) == ["py", [1, 5, 4]]
+    assert res.get(timeout=RESULT_TIMEOUT) == ["py", [1, 5, want]]
 
 
 def test_group_as_link_is_a_stored_failure(stack, queues, cworker):
