@@ -83,6 +83,20 @@ class Stack:
     def restart_rabbitmq(self, pause=2):
         self._sh("restart-rabbitmq", str(pause))
 
+    def crash_rabbitmq(self, pause=2):
+        """SIGKILL our RabbitMQ's Erlang VM (by the pid in its pid file: no clean close of the
+        connections, no flush), then start it again."""
+        pid = int((self.run_dir / "rabbitmq/pid").read_text().split()[0])
+        os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while pid_alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not pid_alive(pid), f"RabbitMQ (pid {pid}) survived SIGKILL"
+        time.sleep(pause)
+        self._sh("start-rabbitmq")
+        new = int((self.run_dir / "rabbitmq/pid").read_text().split()[0])
+        assert new != pid and pid_alive(new), "RabbitMQ did not come back with a new VM"
+
     def restart_redis(self, pause=2):
         self._sh("restart-redis", str(pause))
 

@@ -76,6 +76,21 @@ def test_rabbitmq_restart(make_run, stack):
     settle_and_verify(run, problems)
 
 
+def test_rabbitmq_crash(make_run, stack):
+    """RabbitMQ's VM is SIGKILLed mid-run (no connection.close, nothing flushed beyond what it
+    confirmed) and started again: only confirmed messages may be relied on, so the producer must
+    republish the rest and the workers must re-consume."""
+    run = make_run("rabbitmq-crash")
+    for _ in range(2):
+        run.add_worker()
+    run.wait_consumers(2)
+    run.start_sending()
+    run.wait_sent(0.3)
+    problems = [] if run.sending() else ["sending ended before the crash"]
+    stack.crash_rabbitmq(pause=2)
+    settle_and_verify(run, problems)
+
+
 def test_redis_restart(make_run, stack):
     """Redis goes down for a few seconds mid-run: workers must not ack what they could not
     record, and record it once Redis is back."""
