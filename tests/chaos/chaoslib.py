@@ -294,6 +294,17 @@ class Run:
         p = self.tmp / f"{w.name}.{w.incarnation}.log"
         return p.read_bytes()[-n:].decode("utf-8", "replace") if p.exists() else ""
 
+    def restart_dead(self):
+        """Starts again every worker that died by itself; returns how many."""
+        n = 0
+        for w in self.workers:
+            if w.proc.poll() is not None:
+                w.exit_codes.append(w.proc.returncode)
+                w.log.close()
+                w.start()
+                n += 1
+        return n
+
     def kill_and_restart(self, w):
         kids = w.kill()
         self.orphans.extend(kids)
@@ -419,6 +430,12 @@ class Run:
             return Counter(dict(c.execute("SELECT job_id, count(*) FROM outbox GROUP BY job_id")))
 
     def verify(self):
+        def got(m):
+            if m is None:
+                return "no result"
+            r = m.get("result")
+            return f"{m.get('status')} {r.get('exc_type')}" if isinstance(r, dict) and "exc_type" in r else m.get("status")
+
         """Counts, prints the summary line, and returns a list of problems (empty = pass)."""
         self.counter.drain()
         metas, dead, rows = self.metas, self.drain_dead(), self.outbox_rows()
@@ -456,8 +473,7 @@ class Run:
         for what, bad in (("lost (no final state)", lost), ("with an unexpected outcome", unexpected)):
             if not bad:
                 continue
-            sample = [(t, self.task_of[t], self.expect[t][0],
-                       (metas.get(t) or {}).get("status", "no result"), dead.get(t, 0),
+            sample = [(t, self.task_of[t], self.expect[t][0], got(metas.get(t)), dead.get(t, 0),
                        rows.get(t) if t in self.email_keys else "-") for t in bad[:5]]
             kinds = Counter((self.task_of[t], (metas.get(t) or {}).get("status", "none"),
                              dead.get(t, 0)) for t in bad)
