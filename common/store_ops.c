@@ -271,6 +271,8 @@ static int cmp_str(const void *a, const void *b)
 /* SCAN may return a key more than once; sorted and deduplicated here. */
 static void names_unique(struct names *ns)
 {
+    if (ns->n == 0)
+        return;
     qsort(ns->v, ns->n, sizeof *ns->v, cmp_str);
     size_t o = 0;
     for (size_t i = 0; i < ns->n; i++) {

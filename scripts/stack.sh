@@ -42,6 +42,7 @@ rmq_env() {
     export RABBITMQ_DIST_PORT=$DIST_PORT
     export ERL_EPMD_PORT=$EPMD_PORT
     export ERL_EPMD_ADDRESS=127.0.0.1
+    export ERL_CRASH_DUMP=$RUN/rabbitmq/log/erl_crash.dump
     export RABBITMQ_MNESIA_BASE=$RUN/rabbitmq/mnesia
     export RABBITMQ_LOG_BASE=$RUN/rabbitmq/log
     export RABBITMQ_CONFIG_FILE=$RUN/rabbitmq/rabbitmq

@@ -1449,3 +1449,30 @@ int cel__canvas_chord_entry_fmt(const char *task_id, const char *state, struct c
     cel_buf_free(&mp);
     return rc;
 }
+
+/* Celery's chord_error_from_stack: the body's link_error signatures are called as errbacks of
+ * the body's id (spec 4.2), i.e. as if the body itself had failed. */
+int cel__canvas_chord_errbacks(const struct cel_task *done, const char *origin, struct cel_arena *a,
+                               struct cel__outbox *out)
+{
+    struct cel_task body;
+    struct sig s;
+    struct opts o;
+    const char **ids;
+    size_t n_ids;
+    int rc;
+    if (mp_is_nil(done->chord))
+        return CEL_EBODY;
+    if ((rc = sig_parse(done->chord, a, &s)) < 0 || (rc = opts_parse(s.options, a, &o)) < 0)
+        return rc;
+    if (o.task_id == NULL || o.link_error.len == 0)
+        return 0;
+    cel_task_init(&body);
+    body.task = s.task;
+    body.id = o.task_id;
+    body.root_id = done->root_id ? done->root_id : done->id;
+    body.format = done->format;
+    if ((rc = sig_list(a, o.link_error, &body.errbacks)) < 0)
+        return rc;
+    return cel__canvas_failure(&body, NULL, origin, a, out, &ids, &n_ids);
+}

@@ -10,7 +10,9 @@
  * task, its link, link_error, chord or group_id give CEL_EUNSUPPORTED, other chain-level options
  * are ignored). A group or chord as a callback, errback, chain element or chord body gives
  * CEL_EUNSUPPORTED (the caller stores a failure); Celery 5.2.6 cannot serialize a group with
- * msgpack anyway (spec 4.5). Not done: calling the chord body's link_error on a ChordError. */
+ * msgpack anyway (spec 4.5). The chord body's link_error on a ChordError is built by
+ * cel__canvas_chord_errbacks (below). The ChordError text formats the dependency's exception
+ * args with cel_msgpack_repr (saferepr: containers nested deeper than 3 levels print as [...]). */
 #ifndef CEL_WORKER_CANVAS_H
 #define CEL_WORKER_CANVAS_H
 
@@ -73,5 +75,11 @@ void cel__outbox_init(struct cel__outbox *o);
  * cel__canvas_chord_body reads either kind of member. */
 int cel__canvas_chord_entry_fmt(const char *task_id, const char *state, struct cel_span result,
                                 enum cel_format fmt, struct cel_buf *out);
+
+/* Added by canvas: after cel__canvas_chord_body reported a ChordError, the errbacks of the chord
+ * body (its options.link_error), sent as Celery's chord_error_from_stack does: args
+ * [body_id] + sig args, parent_id = body_id, a fresh group id. Nothing when it has none. */
+int cel__canvas_chord_errbacks(const struct cel_task *done, const char *origin, struct cel_arena *a,
+                               struct cel__outbox *out);
 
 #endif

@@ -31,7 +31,8 @@ import msgpack
 import redis
 
 ROOT = Path(__file__).resolve().parents[2]
-SUMMARY = []  # one line per scenario, printed at the end of the session by conftest.py
+SUMMARY = []
+SANITIZER_MARKS = ("AddressSanitizer", "LeakSanitizer", "runtime error:", "UndefinedBehaviorSanitizer")  # one line per scenario, printed at the end of the session by conftest.py
 
 
 def env_int(name, default):
@@ -211,6 +212,7 @@ class SuccessCounter(threading.Thread):
 class Run:
     def __init__(self, stack, scenario, tmp, n_jobs, crash_every=0, hang_every=0, email_every=50,
                  send_seconds=None):
+        """crash_every/hang_every: one job in that many is bench.crash / bench.spin."""
         self.stack, self.scenario = stack, scenario
         self.tmp = Path(tmp)
         self.worker_bin = binary("CELERIAC_WORKER_BIN", "build/bin/worker")
@@ -221,6 +223,11 @@ class Run:
         self.data.mkdir(exist_ok=True)
         self.proc_env = dict(os.environ, CELERIAC_DATA_DIR=str(self.data),
                              CELERIAC_BROKER_URL=stack.broker, CELERIAC_RESULT_BACKEND=stack.backend)
+        if crash_every:
+            # under an ASan build, let a deliberate segfault be a real SIGSEGV as in production,
+            # not an ASan report followed by exit(1)
+            asan = self.proc_env.get("ASAN_OPTIONS", "")
+            self.proc_env["ASAN_OPTIONS"] = (asan + ":" if asan else "") + "handle_segv=0"
         self.send_seconds = send_seconds if send_seconds is not None else env_int("CHAOS_SEND_SECONDS", 15)
         self.workers = []
         self.plan(n_jobs, crash_every, hang_every, email_every)
@@ -286,6 +293,17 @@ class Run:
     def log_tail(self, w, n=3000):
         p = self.tmp / f"{w.name}.{w.incarnation}.log"
         return p.read_bytes()[-n:].decode("utf-8", "replace") if p.exists() else ""
+
+    def restart_dead(self):
+        """Starts again every worker that died by itself; returns how many."""
+        n = 0
+        for w in self.workers:
+            if w.proc.poll() is not None:
+                w.exit_codes.append(w.proc.returncode)
+                w.log.close()
+                w.start()
+                n += 1
+        return n
 
     def kill_and_restart(self, w):
         kids = w.kill()
@@ -412,6 +430,12 @@ class Run:
             return Counter(dict(c.execute("SELECT job_id, count(*) FROM outbox GROUP BY job_id")))
 
     def verify(self):
+        def got(m):
+            if m is None:
+                return "no result"
+            r = m.get("result")
+            return f"{m.get('status')} {r.get('exc_type')}" if isinstance(r, dict) and "exc_type" in r else m.get("status")
+
         """Counts, prints the summary line, and returns a list of problems (empty = pass)."""
         self.counter.drain()
         metas, dead, rows = self.metas, self.drain_dead(), self.outbox_rows()
@@ -449,8 +473,7 @@ class Run:
         for what, bad in (("lost (no final state)", lost), ("with an unexpected outcome", unexpected)):
             if not bad:
                 continue
-            sample = [(t, self.task_of[t], self.expect[t][0],
-                       (metas.get(t) or {}).get("status", "no result"), dead.get(t, 0),
+            sample = [(t, self.task_of[t], self.expect[t][0], got(metas.get(t)), dead.get(t, 0),
                        rows.get(t) if t in self.email_keys else "-") for t in bad[:5]]
             kinds = Counter((self.task_of[t], (metas.get(t) or {}).get("status", "none"),
                              dead.get(t, 0)) for t in bad)
@@ -465,6 +488,26 @@ class Run:
             problems.append(f"{len(extra_dead)} unexpected or repeated dead letters, e.g. {extra_dead[:3]}")
         if orphans:
             problems.append(f"children still alive 10+ s after their supervisor was SIGKILLed: {orphans[:5]}")
+        return problems
+
+    def stop_workers(self):
+        """SIGTERM every live worker (warm shutdown must exit 0), then read every incarnation's
+        log for sanitizer reports (an ASan build via CELERIAC_WORKER_BIN). Returns problems."""
+        problems = []
+        for w in self.workers:
+            if not w.alive():
+                problems.append(f"{w.name} had exited by itself ({w.proc.returncode}): {self.log_tail(w)}")
+                continue
+            rc = w.terminate()
+            if rc != 0:
+                problems.append(f"{w.name} exited with {rc} after SIGTERM: {self.log_tail(w)}")
+        found = set()
+        for log in sorted(self.tmp.glob("*.log")):
+            for line in log.read_bytes().decode("utf-8", "replace").splitlines():
+                if any(m in line for m in SANITIZER_MARKS):
+                    found.add(f"{log.name}: {line.strip()[:300]}")
+        if found:
+            problems.append("sanitizer reports:\n" + "\n".join(sorted(found)[:20]))
         return problems
 
     def wait_orphans(self, timeout=10):

@@ -252,6 +252,13 @@ def tag(x):
     return ["py", x]
 
 
+@app.task(name="tasks.slow")
+def slow(x, seconds=1.0):
+    import time
+    time.sleep(seconds)
+    return x
+
+
 @app.task(name="bench.noop")
 def noop(x=None):
     # the same name as the C task, to show which kind of worker ran a job

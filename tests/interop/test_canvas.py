@@ -28,8 +28,14 @@ def test_chain_of_c_tasks(app, queues, cworker):
     user = res.parent.parent.get(timeout=RESULT_TIMEOUT)
     assert user["username"] == name
     assert res.parent.get(timeout=RESULT_TIMEOUT) == mail
-    # parent and root as Celery's worker writes them: each step's parent is the previous step
-    assert res.parent.parent.id != res.id
+    # children as Celery's worker writes them: each step lists the next one
+    first, second = res.parent.parent, res.parent
+    assert [c.id for c in first.children] == [second.id]
+    assert [c.id for c in second.children] == [res.id]
+    assert res.children == []
+    # and parent_id in the stored meta, as Celery's Redis backend writes it (spec 3.2)
+    assert app.backend.get_task_meta(second.id).get("parent_id") == first.id
+    assert app.backend.get_task_meta(res.id).get("parent_id") == second.id
 
 
 def test_chain_args_are_prepended_and_immutable_kept(app, queues, cworker):
@@ -149,11 +155,80 @@ def test_chord_part_failure_is_a_chord_error(app, queues, cworker):
     assert str(e.value) == f"Dependency {failed_id} raised RuntimeError('boom')"
 
 
-def test_chord_header_on_both_kinds_of_worker(app, config, queues, cworker, pyworker):
+@pytest.mark.parametrize("last", ["python", "c"])
+def test_chord_header_on_both_kinds_of_worker(app, config, queues, cworker, pyworker, last):
+    # the worker that completes the last part reads every entry of the .j key, written by both
+    # kinds of worker in the result serializer, and publishes the body
     cq, pq = queues("interop-c"), queues("interop-py")
     cworker(cq)
     pyworker(pq, config)
-    header = [sig(app, "bench.noop", 1, queue=cq), sig(app, "tasks.add", 2, 3, queue=pq),
-              sig(app, "bench.noop", 4, queue=cq)]
+    if last == "python":
+        slow, want = sig(app, "tasks.slow", 4, queue=pq), 4
+    else:
+        slow, want = sig(app, "bench.sleep", 1, queue=cq), None
+    header = [sig(app, "bench.noop", 1, queue=cq), sig(app, "tasks.add", 2, 3, queue=pq), slow]
     res = chord(header)(sig(app, "tasks.tag", queue=pq))
-    assert res.get(timeout=RESULT_TIMEOUT) == ["py", [1, 5, 4]]
+    assert res.get(timeout=RESULT_TIMEOUT) == ["py", [1, 5, want]]
+
+
+def test_group_as_link_is_a_stored_failure(stack, queues, cworker):
+    # Only with JSON: Celery 5.2.6 itself cannot serialize a group with msgpack (spec 4.5).
+    # celeriac does not run a group as a callback; the job must end as a stored FAILURE rather
+    # than run again and again.
+    from conftest import make_app
+
+    app = make_app(stack, "json")
+    q = queues()
+    cworker(q)
+    g = group(sig(app, "bench.noop", queue=q), sig(app, "bench.noop", queue=q))
+    res = app.send_task("bench.noop", args=[1], queue=q, link=g)
+    with pytest.raises(Exception):
+        res.get(timeout=RESULT_TIMEOUT)
+    assert res.state == "FAILURE"
+    app.close()
+
+
+def test_chain_link_and_on_error(app, queues, cworker):
+    q = queues()
+    cworker(q)
+    cb_id, eb_id = uniq("cb"), uniq("eb")
+    ok = chain(sig(app, "bench.noop", 3, queue=q), sig(app, "bench.noop", queue=q))
+    ok.link(sig(app, "bench.noop", queue=q, task_id=cb_id))  # Celery puts it on the last task
+    assert ok.apply_async().get(timeout=RESULT_TIMEOUT) == 3
+    assert app.AsyncResult(cb_id).get(timeout=RESULT_TIMEOUT) == 3
+
+    bad = chain(sig(app, "bench.noop", 1, queue=q), sig(app, "bench.fail", queue=q),
+                sig(app, "bench.noop", queue=q))
+    bad.on_error(sig(app, "bench.noop", queue=q, task_id=eb_id))  # link_error on every task
+    res = bad.apply_async()
+    with pytest.raises(RuntimeError):
+        res.get(timeout=RESULT_TIMEOUT)
+    # the errback of the task that failed (the second) receives its id
+    assert app.AsyncResult(eb_id).get(timeout=RESULT_TIMEOUT) == res.parent.id
+
+
+def test_chain_as_link(app, queues, cworker):
+    q = queues()
+    cworker(q)
+    last = uniq("last")
+    inner = chain(sig(app, "bench.noop", queue=q), sig(app, "bench.noop", queue=q, task_id=last))
+    res = app.send_task("bench.noop", args=[["x", 2]], queue=q, link=inner)
+    assert res.get(timeout=RESULT_TIMEOUT) == ["x", 2]
+    assert app.AsyncResult(last).get(timeout=RESULT_TIMEOUT) == ["x", 2]
+
+
+def test_chain_step_options_are_honoured(app, queues, cworker):
+    from datetime import datetime, timedelta
+
+    q, other = queues(), queues("interop-other")
+    cworker(q)
+    cworker(other)
+    c = chain(sig(app, "bench.noop", 5, queue=q),
+              sig(app, "bench.noop", queue=other, countdown=2),  # another queue, later
+              sig(app, "bench.noop", queue=q))
+    sent = datetime.utcnow()
+    res = c.apply_async()
+    assert res.get(timeout=RESULT_TIMEOUT) == 5
+    # a step stores its own result after publishing the next one (as Celery does): wait for it
+    assert res.parent.get(timeout=RESULT_TIMEOUT) == 5
+    assert res.parent.date_done >= sent + timedelta(seconds=2)

@@ -347,6 +347,31 @@ static void chord_error_names_the_failed_dependency(void **state)
     assert_string_equal(err->message, "Dependency p1 raised ValueError('boom', 42)");
 }
 
+static void chord_error_calls_the_body_errbacks(void **state)
+{
+    struct cel_task done;
+    struct cel__outbox out;
+    done_init(&done, "p2");
+    done.root_id = "root";
+    done.chord = mp(SIG("m.tsum", "[]",
+                        "{\"task_id\": \"body1\", \"link_error\": " SIG(
+                            "m.on_err", "[\"x\"]", "{\"queue\": \"errs\"}") "}"));
+    cel__outbox_init(&out);
+    assert_int_equal(cel__canvas_chord_errbacks(&done, "o", &A, &out), 0);
+    assert_int_equal(out.n, 1);
+    assert_string_equal(out.items[0].queue, "errs");
+    assert_string_equal(out.items[0].task.task, "m.on_err");
+    assert_string_equal(js(out.items[0].task.args), "[\"body1\", \"x\"]");
+    assert_string_equal(out.items[0].task.parent_id, "body1");
+    assert_string_equal(out.items[0].task.root_id, "root");
+    assert_non_null(out.items[0].task.group);
+    /* a body without link_error: nothing */
+    done.chord = mp(SIG("m.tsum", "[]", "{\"task_id\": \"body1\"}"));
+    cel__outbox_init(&out);
+    assert_int_equal(cel__canvas_chord_errbacks(&done, "o", &A, &out), 0);
+    assert_int_equal(out.n, 0);
+}
+
 static void chord_error_on_revoked_part(void **state)
 {
     const char *tids[] = {"p0"};
@@ -705,6 +730,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(chord_entry_matches_redis_backend, setup, teardown),
         cmocka_unit_test_setup_teardown(chord_body_gets_results_in_order, setup, teardown),
         cmocka_unit_test_setup_teardown(chord_error_names_the_failed_dependency, setup, teardown),
+        cmocka_unit_test_setup_teardown(chord_error_calls_the_body_errbacks, setup, teardown),
         cmocka_unit_test_setup_teardown(chord_error_on_revoked_part, setup, teardown),
         cmocka_unit_test_setup_teardown(chord_entry_json, setup, teardown),
         cmocka_unit_test_setup_teardown(chord_json_entries_are_read, setup, teardown),
