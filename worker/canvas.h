@@ -10,7 +10,9 @@
  * task, its link, link_error, chord or group_id give CEL_EUNSUPPORTED, other chain-level options
  * are ignored). A group or chord as a callback, errback, chain element or chord body gives
  * CEL_EUNSUPPORTED (the caller stores a failure); Celery 5.2.6 cannot serialize a group with
- * msgpack anyway (spec 4.5). Not done: calling the chord body's link_error on a ChordError. */
+ * msgpack anyway (spec 4.5). The chord body's link_error on a ChordError is built by
+ * cel__canvas_chord_errbacks (below). The ChordError text formats the dependency's exception
+ * args with cel_msgpack_repr (saferepr: containers nested deeper than 3 levels print as [...]). */
 #ifndef CEL_WORKER_CANVAS_H
 #define CEL_WORKER_CANVAS_H
 

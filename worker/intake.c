@@ -200,6 +200,8 @@ static void connection_lost(struct cel__sup *s, int rc)
     while (s->qhead) {
         struct cel__job *j = s->qhead;
         s->qhead = j->next;
+        j->settle = SETTLE_REQUEUE;
+        cel__idem_finish(s, j); /* give a claimed key back for the redelivery */
         cel__job_release(s, j);
     }
     s->qtail = NULL;

@@ -114,6 +114,7 @@ struct cel__sup {
     uint64_t min_live_gen; /* deliveries from older generations are void */
     uint64_t last_gen;
     int64_t reconnect_at_us;
+    int64_t next_tick_us;
     unsigned reconnect_attempt;
 
     /* store retry */

@@ -181,8 +181,11 @@ static void timers(struct cel__sup *s, int64_t now)
     cel__pool_check_limits(s, now);
     cel__pool_maintain(s, now);
     try_reconnect(s, now);
-    if (s->connected && s->bc->tick(s->broker) < 0)
-        cel_log_debug("broker tick: %s", s->bc->errstr(s->broker));
+    if (s->connected && now >= s->next_tick_us) { /* heartbeats: no need every iteration */
+        s->next_tick_us = now + 100000;
+        if (s->bc->tick(s->broker) < 0)
+            cel_log_debug("broker tick: %s", s->bc->errstr(s->broker));
+    }
     summary(s, now);
     cel__idem_renew(s, now);
     cel__revoke_poll(s, now);
