@@ -2,7 +2,7 @@
 email.send_welcome with idempotency keys, while something breaks; then every job must end in its
 expected state exactly once (see chaoslib.py for exactly what is checked). The producer is fed
 through a FIFO over CHAOS_SEND_SECONDS (default 15), so the breakage happens while jobs are
-being both sent and run. With the defaults the six scenarios take about 2.5 minutes on a 2-core
+being both sent and run. With the defaults the seven scenarios take about 2.8 minutes on a 2-core
 machine (RabbitMQ's own restart is most of the extra), so 20000 fits the 5-minute budget.
 An ASan build can be run the same way: CELERIAC_WORKER_BIN / CELERIAC_PRODUCER_BIN select the
 binaries and every process log is scanned for sanitizer reports."""
