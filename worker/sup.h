@@ -193,7 +193,8 @@ void cel__idem_renew(struct cel__sup *s, int64_t now);
 
 /* revoke.c: durable revocation (celeriac-revoked in Redis) */
 void cel__revoke_poll(struct cel__sup *s, int64_t now);
-/* true when j's id is revoked: REVOKED 'revoked' is recorded and the job is settled */
+/* true when j's id is revoked or j has expired: REVOKED 'revoked'/'expired' is recorded and
+ * the job is settled */
 bool cel__revoke_check(struct cel__sup *s, struct cel__job *j);
 void cel__revoke_free(struct cel__sup *s);
 
