@@ -254,7 +254,7 @@ static void solo_run(struct cel__sup *s, struct cel__job *j)
         j->d.queue, s->cfg->hostname, j->t.retries, max_retries_of(j), j->d.redelivered};
     job->args = &args;
     job->kwargs = &kwargs;
-    job->entry = j->entry;
+    job->entry = cel__registry_find(s->reg, j->t.task); /* the live generation (after SIGHUP) */
     job->soft_deadline_us = soft;
     j->state = J_RUNNING;
     log_started(j, NULL);
