@@ -45,7 +45,7 @@ static const struct opt opts[] = {
     {"backend", 0, "CELERIAC_RESULT_BACKEND", OPT_STR, OFF(backend), 0, NULL, "URL",
      "result backend URL, redis://[:password@]host:port/db"},
     {"prefetch-multiplier", 0, "CELERIAC_PREFETCH_MULTIPLIER", OPT_INT, OFF(prefetch_multiplier), 1,
-     NULL, "M", "prefetch = concurrency x M (default 4)"},
+     NULL, "M", "prefetch = concurrency x M (default 4); solo: 64 x M, as it runs jobs in batches"},
     {"hostname", 'n', "CELERIAC_HOSTNAME", OPT_STR, OFF(hostname), 0, NULL, "NAME",
      "node name (default celeriac@<host>)"},
     {"loglevel", 'l', "CELERIAC_LOGLEVEL", OPT_LEVEL, OFF(loglevel), 0, NULL, "LEVEL",

@@ -254,7 +254,7 @@ static void solo_run(struct cel__sup *s, struct cel__job *j)
         j->d.queue, s->cfg->hostname, j->t.retries, max_retries_of(j), j->d.redelivered};
     job->args = &args;
     job->kwargs = &kwargs;
-    job->entry = j->entry;
+    job->entry = cel__registry_find(s->reg, j->t.task); /* the live generation (after SIGHUP) */
     job->soft_deadline_us = soft;
     j->state = J_RUNNING;
     log_started(j, NULL);
@@ -409,9 +409,13 @@ static void child_gone(struct cel__sup *s, struct cel__child *c, int status,
         c->job = NULL;
         s->n_busy--;
         j->child = NULL;
-        cel_log_debug("child %d (pid %ld) died: maxrss %ld KB, user %.3f s", c->index, (long)c->pid,
-                      ru->ru_maxrss,
-                      (double)ru->ru_utime.tv_sec + (double)ru->ru_utime.tv_usec / 1e6);
+        struct cel_log_fields f = {j->t.task, j->t.id, j->d.queue, NULL, CEL_LOG_NO_DURATION};
+        cel_log(CEL_LOG_WARNING, &f,
+                "child %d (pid %ld) died running a job: status 0x%x, maxrss %ld KB, user %.3f s, "
+                "system %.3f s",
+                c->index, (long)c->pid, (unsigned)status, ru->ru_maxrss,
+                (double)ru->ru_utime.tv_sec + (double)ru->ru_utime.tv_usec / 1e6,
+                (double)ru->ru_stime.tv_sec + (double)ru->ru_stime.tv_usec / 1e6);
         cel__outcome_crash(s, j, status);
     } else if (!c->retiring && !s->draining && !s->stop) {
         cel_log_warning("child %d (pid %ld) exited unexpectedly (status %d)", c->index,

@@ -104,11 +104,14 @@ void cel__revoke_poll(struct cel__sup *s, int64_t now)
 
 bool cel__revoke_check(struct cel__sup *s, struct cel__job *j)
 {
-    if (!lookup(&s->revoked, j->t.id))
+    /* like Celery, expiry is checked on receipt and again right before the job runs */
+    bool expired = j->t.expires && cel_now_us() > j->t.expires;
+    if (!expired && !lookup(&s->revoked, j->t.id))
         return false;
-    struct cel_exc exc = {"TaskRevokedError", "celery.exceptions", {NULL, 0}, "revoked"};
+    struct cel_exc exc = {
+        "TaskRevokedError", "celery.exceptions", {NULL, 0}, expired ? "expired" : "revoked"};
     struct cel_log_fields f = {j->t.task, j->t.id, j->d.queue, "revoked", CEL_LOG_NO_DURATION};
-    cel_log(CEL_LOG_INFO, &f, "task revoked: discarded");
+    cel_log(CEL_LOG_INFO, &f, "task %s: discarded", exc.message);
     cel__outcome_store_exc(s, j, CEL_STATE_REVOKED, &exc);
     j->outcome = "revoked";
     cel__job_done(s, j, SETTLE_ACK);

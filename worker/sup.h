@@ -1,6 +1,24 @@
 /* sup.h: the supervisor's internal state, shared by supervisor.c (loop, signals, timers),
- * intake.c (deliveries -> jobs), pool.c (children and the solo pool) and outcome.c (outcomes ->
- * publish, store, settle). One process, one thread, one poll loop. */
+ * intake.c (deliveries -> jobs), pool.c (children and the solo pool), outcome.c (outcomes ->
+ * publish, store, settle), idem.c, revoke.c and presence.c. One process, one thread, one poll
+ * loop.
+ *
+ * Choices worth knowing:
+ * - Every delivery becomes a job slot with its own arena; slots go back to a free list, so the
+ *   steady state allocates nothing per job.
+ * - Late ack, always in the order publish (confirmed) -> store -> ack. Finished jobs are flushed
+ *   in batches: one publish call, one Redis pipeline and one multiple ack for the longest run of
+ *   finished deliveries at the head of the unsettled list (others are acked one by one). A batch
+ *   is flushed when nothing else runs, when half the prefetch window is done, after 2 ms, or at
+ *   512 jobs. A failed publish or store holds the batch and retries with backoff.
+ * - Jobs go one at a time to idle children only, first in first out; a rate-limited job without
+ *   a token lets later jobs pass for up to 1 s, then goes back through the delay levels.
+ * - The solo pool runs jobs in the supervisor in batches, with prefetch 64 x multiplier; it
+ *   cannot enforce hard time limits (soft limits work).
+ * - Not supported: Celery's pidbox broadcast (app.control.revoke from Python): revocations are
+ *   read from Redis (producer revoke), which needs no broker support beyond the task queues.
+ * - Test hook: CELERIAC_FAULT_KILL_BEFORE_ACK=<task> SIGKILLs the worker after a batch holding a
+ *   job of that task that ran was stored, before its ack (tests/integration/test_lifecycle.py). */
 #ifndef CEL_WORKER_SUP_H
 #define CEL_WORKER_SUP_H
 
@@ -193,7 +211,8 @@ void cel__idem_renew(struct cel__sup *s, int64_t now);
 
 /* revoke.c: durable revocation (celeriac-revoked in Redis) */
 void cel__revoke_poll(struct cel__sup *s, int64_t now);
-/* true when j's id is revoked: REVOKED 'revoked' is recorded and the job is settled */
+/* true when j's id is revoked or j has expired: REVOKED 'revoked'/'expired' is recorded and
+ * the job is settled */
 bool cel__revoke_check(struct cel__sup *s, struct cel__job *j);
 void cel__revoke_free(struct cel__sup *s);
 

@@ -416,3 +416,14 @@ def test_oversized_message_is_dead_lettered(workers, queue, celery_app, amqp):
     assert dead[0].headers["x-celeriac-error-type"] == "celeriac.DecodeError"
     assert celery_app.send_task("bench.noop", args=["small"], queue=queue).get(timeout=30) == \
         "small"
+
+
+def test_expiry_is_checked_again_just_before_the_job_runs(workers, queue, celery_app,
+                                                         redis_client):
+    w = workers.start(queue, "-c", "1")
+    slow = celery_app.send_task("bench.sleep", args=[2.5], queue=queue)
+    w.wait_log('"outcome":"started"')
+    late = celery_app.send_task("bench.count", args=[uniq("late")], queue=queue, expires=1)
+    meta = wait_meta(redis_client, late.id)
+    assert meta["status"] == "REVOKED" and meta["result"]["exc_message"] == ["expired"]
+    assert result_meta(redis_client, slow.id)["status"] == "SUCCESS"

@@ -4,6 +4,7 @@ connection), running jobs still finish and store their results, the worker recon
 backoff and keeps serving."""
 
 import os
+import shutil
 import subprocess
 
 import pytest
@@ -29,6 +30,7 @@ def private_stack(tmp_path_factory):
             values[k] = v.strip("'\"")
     yield env, values, cwd
     subprocess.run([str(ROOT / "scripts" / "stack.sh"), "down"], env=env, timeout=120, cwd=cwd)
+    shutil.rmtree(run, ignore_errors=True)
 
 
 def test_worker_survives_a_rabbitmq_restart(private_stack, workers, tmp_path):
