@@ -427,3 +427,10 @@ def test_expiry_is_checked_again_just_before_the_job_runs(workers, queue, celery
     meta = wait_meta(redis_client, late.id)
     assert meta["status"] == "REVOKED" and meta["result"]["exc_message"] == ["expired"]
     assert result_meta(redis_client, slow.id)["status"] == "SUCCESS"
+
+
+def test_one_worker_consumes_several_queues(workers, new_queue, celery_app):
+    q1, q2 = new_queue("multi-a"), new_queue("multi-b")
+    workers.start(f"{q1},{q2}", "-c", "2")
+    assert celery_app.send_task("bench.noop", args=["a"], queue=q1).get(timeout=30) == "a"
+    assert celery_app.send_task("bench.noop", args=["b"], queue=q2).get(timeout=30) == "b"
