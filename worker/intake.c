@@ -151,6 +151,10 @@ static void delay_eta(struct cel__sup *s, struct cel__job *j, int64_t wait_us)
 static void classify(struct cel__sup *s, struct cel__job *j)
 {
     char err[512] = "";
+    if (j->d.defect) {
+        reject_undecodable(s, j, CEL_ETOODEEP, j->d.defect);
+        return;
+    }
     int rc = cel_task_decode(&j->t, &j->arena, &j->d.props, &j->d.headers, j->d.body.ptr,
                              j->d.body.len, &s->limits, err, sizeof err);
     if (rc < 0) {

@@ -232,12 +232,15 @@ static int fill(struct cel__amqp *b, struct cel_delivery *d, struct cel_arena *a
     d->body.len = msg->body.len;
     int rc = props_to_cel(&msg->properties, &d->props, a);
     if (rc == 0 && (msg->properties._flags & AMQP_BASIC_HEADERS_FLAG)) {
-        rc = cel__amqp_table_to_cel(&msg->properties.headers, &d->headers, a);
-        if (rc == CEL_ETOODEEP) {
-            cel__amqp_seterr(b, "delivery %llu: headers nested too deep, dropped",
-                             (unsigned long long)e->tag);
-            memset(&d->headers, 0, sizeof d->headers);
-            rc = 0;
+        const char *deep = NULL;
+        rc = cel__amqp_table_to_cel(&msg->properties.headers, &d->headers, a, &deep);
+        if (rc == 0 && deep) {
+            size_t n = strlen(deep) + 64;
+            char *why = cel_arena_alloc(a, n);
+            if (!why)
+                return CEL_ENOMEM;
+            snprintf(why, n, "header '%s' nested deeper than %d levels", deep, CEL_AMQP_MAX_DEPTH);
+            d->defect = why;
         }
     }
     return rc;

@@ -20,7 +20,10 @@ extern const struct cel_broker_class cel__amqp_broker_class;
 int cel__amqp_table_from_cel(const struct cel_table *in, amqp_table_t *out, amqp_pool_t *pool);
 
 /* amqp_table_t -> cel_table accepting every field kind; everything is copied into a. */
-int cel__amqp_table_to_cel(const amqp_table_t *in, struct cel_table *out, struct cel_arena *a);
+/* With deep_key non-NULL, a top-level header nested past CEL_AMQP_MAX_DEPTH becomes VOID and
+ * *deep_key names it (the other headers are kept); otherwise that is CEL_ETOODEEP. */
+int cel__amqp_table_to_cel(const amqp_table_t *in, struct cel_table *out, struct cel_arena *a,
+                           const char **deep_key);
 
 #define CEL_DELAY_LEVELS 28
 #define CEL_DELAY_MAX ((1u << CEL_DELAY_LEVELS) - 1)

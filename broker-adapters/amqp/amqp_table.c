@@ -152,7 +152,7 @@ static int array_to_cel(const amqp_array_t *in, struct cel_value *v, struct cel_
 }
 
 static int table_to_cel(const amqp_table_t *in, struct cel_field **items, size_t *n,
-                        struct cel_arena *a, int depth)
+                        struct cel_arena *a, int depth, const char **deep_key)
 {
     if (depth > CEL_AMQP_MAX_DEPTH)
         return CEL_ETOODEEP;
@@ -171,6 +171,12 @@ static int table_to_cel(const amqp_table_t *in, struct cel_field **items, size_t
         (*items)[i].key.ptr = key;
         (*items)[i].key.len = e->key.len;
         int rc = value_to_cel(&e->value, &(*items)[i].v, a, depth + 1);
+        if (rc == CEL_ETOODEEP && depth == 0 && deep_key && !*deep_key) {
+            /* keep the other headers (so a dead letter still carries them) and report */
+            (*items)[i].v.type = CEL_V_VOID;
+            *deep_key = key;
+            continue;
+        }
         if (rc != 0)
             return rc;
     }
@@ -266,13 +272,16 @@ static int value_to_cel(const amqp_field_value_t *in, struct cel_value *v, struc
         return array_to_cel(&in->value.array, v, a, depth);
     case AMQP_FIELD_KIND_TABLE:
         v->type = CEL_V_TABLE;
-        return table_to_cel(&in->value.table, &v->u.t.items, &v->u.t.n, a, depth);
+        return table_to_cel(&in->value.table, &v->u.t.items, &v->u.t.n, a, depth, NULL);
     default:
         return scalar_to_cel(in, v);
     }
 }
 
-int cel__amqp_table_to_cel(const amqp_table_t *in, struct cel_table *out, struct cel_arena *a)
+int cel__amqp_table_to_cel(const amqp_table_t *in, struct cel_table *out, struct cel_arena *a,
+                           const char **deep_key)
 {
-    return table_to_cel(in, &out->items, &out->n, a, 0);
+    if (deep_key)
+        *deep_key = NULL;
+    return table_to_cel(in, &out->items, &out->n, a, 0, deep_key);
 }

@@ -30,15 +30,18 @@ struct cel_broker_opts {
 /* A message received from a queue. Everything (strings, table, body) is copied into the arena
  * passed to next(), so it stays valid while the job runs. */
 struct cel_delivery {
-    uint64_t tag;       /* delivery tag on the connection that delivered it */
-    uint64_t conn_gen;  /* that connection's generation; acks for an older one return CEL_ESTALE */
-    const char *queue;  /* the queue it was consumed from */
+    uint64_t tag;      /* delivery tag on the connection that delivered it */
+    uint64_t conn_gen; /* that connection's generation; acks for an older one return CEL_ESTALE */
+    const char *queue; /* the queue it was consumed from */
     const char *exchange;
     const char *routing_key;
     bool redelivered;
     struct cel_props props;
     struct cel_table headers;
     struct cel_span body;
+    /* Non-NULL when the adapter could not represent part of the delivery (a header nested past
+     * its limit): the reason. The other headers are kept; the consumer dead-letters it. */
+    const char *defect;
 };
 
 /* One message to publish. Routed to exchange/routing_key; with delay > 0 through the delay
@@ -50,11 +53,11 @@ struct cel_publish {
     const struct cel_table *headers;
     struct cel_span body;
     uint32_t delay_s;
-    bool mandatory;          /* unroutable -> CEL_EUNROUTABLE instead of being dropped */
+    bool mandatory; /* unroutable -> CEL_EUNROUTABLE instead of being dropped */
 };
 
 struct cel_queue_info {
-    uint32_t messages;  /* ready messages */
+    uint32_t messages; /* ready messages */
     uint32_t consumers;
 };
 

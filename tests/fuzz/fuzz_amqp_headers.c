@@ -46,7 +46,7 @@ static int decode(const uint8_t *data, size_t size, struct cel_table *t, struct 
     size_t off = 0;
     int rc = amqp_decode_table((amqp_bytes_t){size, (void *)data}, &pool, &at, &off);
     if (rc == AMQP_STATUS_OK)
-        rc = cel__amqp_table_to_cel(&at, t, a);
+        rc = cel__amqp_table_to_cel(&at, t, a, NULL);
     empty_amqp_pool(&pool);
     return rc;
 }

@@ -12,10 +12,10 @@ def test_make_demo(tmp_path):
     env = dict(os.environ,
                CELERIAC_DEMO_RUN_DIR=str(tmp_path / "stack"),
                CELERIAC_DEMO_DATA_DIR=str(tmp_path / "data"))
-    proc = subprocess.run(["make", "-s", "demo"], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=300)
-    out = proc.stdout
-    assert proc.returncode == 0, out + proc.stderr
+    proc = subprocess.run(["make", "-s", "demo"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True, timeout=300)
+    out = proc.stdout  # with stderr, where the producer reports a failed job
+    assert proc.returncode == 0, out
     for user in ("alice", "bob", "carol"):
         assert f'"username": "{user}"' in out, out
     assert "ValueError: username 'alice' already exists" in out

@@ -133,7 +133,7 @@ static void spec_7_2_decodes_back(void **state)
     struct cel_arena a;
     cel_arena_init(&a, 0);
     struct cel_table t;
-    assert_int_equal(cel__amqp_table_to_cel(&at, &t, &a), 0);
+    assert_int_equal(cel__amqp_table_to_cel(&at, &t, &a, NULL), 0);
     assert_int_equal(t.n, 16);
     const struct cel_value *v = cel_table_get(&t, "task");
     assert_int_equal(v->type, CEL_V_STR);
@@ -256,7 +256,7 @@ static void every_kind_is_read(void **state)
     struct cel_arena a;
     cel_arena_init(&a, 0);
     struct cel_table t;
-    assert_int_equal(cel__amqp_table_to_cel(&at, &t, &a), 0);
+    assert_int_equal(cel__amqp_table_to_cel(&at, &t, &a, NULL), 0);
     const int64_t ints[] = {-8,     200,          -300,          60000,
                             -70000, 4000000000LL, -5000000000LL, -5000000000LL};
     for (int i = 0; i < 8; i++) {
@@ -290,7 +290,14 @@ static void nesting_is_limited_both_ways(void **state)
     struct cel_arena a;
     cel_arena_init(&a, 0);
     struct cel_table t;
-    assert_int_equal(cel__amqp_table_to_cel(&at, &t, &a), CEL_ETOODEEP);
+    assert_int_equal(cel__amqp_table_to_cel(&at, &t, &a, NULL), CEL_ETOODEEP);
+    /* lossy mode: the too-deep header becomes VOID and is named, the table is still usable */
+    const char *deep = NULL;
+    assert_int_equal(cel__amqp_table_to_cel(&at, &t, &a, &deep), 0);
+    assert_non_null(deep);
+    assert_string_equal(deep, "n");
+    assert_int_equal(t.n, 1);
+    assert_int_equal(t.items[0].v.type, CEL_V_VOID);
 
     static struct cel_field f[DEPTH];
     for (int i = 0; i < DEPTH; i++) {
