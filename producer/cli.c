@@ -69,6 +69,8 @@ static const struct cli_opt {
     {"tls-cert", 1, O_STR, F(tls_cert), C_ALL, "amqps: client certificate (PEM)"},
     {"tls-key", 1, O_STR, F(tls_key), C_ALL, "amqps: client key (PEM)"},
     {"tls-insecure", 0, O_FLAG, F(tls_insecure), C_ALL, "amqps: skip peer verification"},
+    {"signing-key-file", 1, O_STR, F(signing_key_file), C_PUB | C_DEAD_REPLAY,
+     "sign messages with this HMAC key file, mode 0600 (env CELERIAC_SIGNING_KEY_FILE)"},
     {"help", 0, O_FLAG, F(help), C_ALL, "show this help"},
 };
 #define NOPTS (sizeof opts / sizeof opts[0])
@@ -161,6 +163,7 @@ int cel_cli_client(struct cel_cli *c)
         .format = c->send.format,
         .batch_max = c->batch_max,
         .queue_type = c->queue_type,
+        .signing_key_file = c->signing_key_file,
     };
     size_t prio = 0;
     if (c->max_priority && (!cel_cli_size(c, "max-priority", c->max_priority, &prio) || prio > 255))
