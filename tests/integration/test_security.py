@@ -380,3 +380,28 @@ def test_dead_letter_replay_is_signed_by_the_producer(signed_worker, queue, keyf
     r = producer("dead", "replay", queue, "--id", tid, "--signing-key-file", str(keyfile))
     assert r.returncode == 0, r.stdout + r.stderr
     assert wait_meta(redis_client, tid)["result"] == "replayed"
+
+
+def test_passwords_given_in_argv_are_scrubbed(workers, queue, private_redis, broker_user):
+    """Discouraged but common: --broker/--backend URLs with passwords on the command line. The
+    worker and the producer overwrite them in their argv, so ps shows user:****@host."""
+    backend, redis_pw, _ = private_redis
+    user, amqp_pw, hostport = broker_user
+    broker = f"amqp://{user}:{amqp_pw}@{hostport}/"
+    backend_pw = backend.replace("redis://", f"redis://:{redis_pw}@")
+    w = workers.start(queue, "--broker", broker, f"--backend={backend_pw}")
+    p = subprocess.Popen([str(PRODUCER), "call", "bench.sleep", "[2]", "--queue", queue,
+                          "--timeout", "60", "--broker", broker, f"--backend={backend_pw}"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for(lambda: p.poll() is not None or cmdline(p.pid).count("****") >= 2, 30,
+             what="the producer to scrub its argv")
+    seen = {"producer argv": cmdline(p.pid) if p.poll() is None else "", "worker argv":
+            cmdline(w.pid)}
+    out, err = p.communicate(timeout=90)
+    assert p.returncode == 0, out + err + w.log_text()
+    assert seen["producer argv"], "the producer ended before its argv could be read"
+    for where, text in seen.items():
+        assert f"{user}:{'*' * len(amqp_pw)}@" in text, (where, text)
+        assert amqp_pw not in text and redis_pw not in text, (where, text)
+    w.stop()
+    assert amqp_pw not in w.log_text() and redis_pw not in w.log_text()
