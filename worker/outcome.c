@@ -416,9 +416,11 @@ static void time_limit_exceeded(struct cel__sup *s, struct cel__job *j)
     snprintf(msg, sizeof msg, "TimeLimitExceeded(%g,)", j->hard_limit_s);
     exc.message = msg;
     s->processed++;
-    log_outcome(s, j, CEL_LOG_ERROR, "failure", "hard time limit (%g s) exceeded: child killed",
-                j->hard_limit_s);
+    log_outcome(s, j, CEL_LOG_ERROR, "failure",
+                "hard time limit (%g s) exceeded: child killed, dead-lettered", j->hard_limit_s);
     on_failure(s, j, &exc);
+    /* DESIGN section 4: a job killed at its hard limit is kept for replay, like other kills */
+    cel__outcome_dead_letter(s, j, "TimeLimitExceeded", msg, 1, SIGKILL);
     cel__job_done(s, j, SETTLE_ACK);
 }
 
