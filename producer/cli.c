@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "celeriac/broker.h"
 #include "producer/cli.h"
 #include "producer/client_internal.h"
 
@@ -261,6 +262,12 @@ static const struct cli_opt *find_opt(const char *name, size_t n, unsigned mask)
     return NULL;
 }
 
+/* --broker / --backend: kept as a copy, so the password can be scrubbed from argv. */
+static bool is_url_opt(const struct cli_opt *o)
+{
+    return o->kind == O_STR && (o->field == F(broker) || o->field == F(backend));
+}
+
 static int set_opt(struct cel_cli *c, const struct cli_opt *o, const char *val)
 {
     char err[512];
@@ -269,6 +276,8 @@ static int set_opt(struct cel_cli *c, const struct cli_opt *o, const char *val)
                                        sizeof err);
         return rc ? cel_cli_fail(c, CEL_EXIT_USAGE, "--%s", err) : 0;
     }
+    if (is_url_opt(o) && !(val = cel_arena_strdup(&c->arena, val)))
+        return cel_cli_fail(c, CEL_EXIT_FAILED, "out of memory");
     if (o->kind == O_FLAG)
         *(bool *)(void *)((char *)c + o->field) = true;
     else
@@ -298,7 +307,10 @@ static int parse_opt(struct cel_cli *c, const struct cli_cmd *cmd, int argc, cha
     } else if (!o->has_arg && val) {
         return cel_cli_fail(c, CEL_EXIT_USAGE, "option --%s takes no value", o->name);
     }
-    return set_opt(c, o, val);
+    int rc = set_opt(c, o, val);
+    if (rc == 0 && is_url_opt(o))
+        cel_url_scrub(argv[*i]); /* ps shows amqp://user:****@host */
+    return rc;
 }
 
 static int parse_args(struct cel_cli *c, const struct cli_cmd *cmd, int argc, char **argv,

@@ -380,3 +380,71 @@ def test_dead_letter_replay_is_signed_by_the_producer(signed_worker, queue, keyf
     r = producer("dead", "replay", queue, "--id", tid, "--signing-key-file", str(keyfile))
     assert r.returncode == 0, r.stdout + r.stderr
     assert wait_meta(redis_client, tid)["result"] == "replayed"
+
+
+def test_passwords_given_in_argv_are_scrubbed(workers, queue, private_redis, broker_user):
+    """Discouraged but common: --broker/--backend URLs with passwords on the command line. The
+    worker and the producer overwrite them in their argv, so ps shows user:****@host."""
+    backend, redis_pw, _ = private_redis
+    user, amqp_pw, hostport = broker_user
+    broker = f"amqp://{user}:{amqp_pw}@{hostport}/"
+    backend_pw = backend.replace("redis://", f"redis://:{redis_pw}@")
+    w = workers.start(queue, "--broker", broker, f"--backend={backend_pw}")
+    p = subprocess.Popen([str(PRODUCER), "call", "bench.sleep", "[2]", "--queue", queue,
+                          "--timeout", "60", "--broker", broker, f"--backend={backend_pw}"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for(lambda: p.poll() is not None or cmdline(p.pid).count("****") >= 2, 30,
+             what="the producer to scrub its argv")
+    seen = {"producer argv": cmdline(p.pid) if p.poll() is None else "", "worker argv":
+            cmdline(w.pid)}
+    out, err = p.communicate(timeout=90)
+    assert p.returncode == 0, out + err + w.log_text()
+    assert seen["producer argv"], "the producer ended before its argv could be read"
+    for where, text in seen.items():
+        assert f"{user}:{'*' * len(amqp_pw)}@" in text, (where, text)
+        assert amqp_pw not in text and redis_pw not in text, (where, text)
+    w.stop()
+    assert amqp_pw not in w.log_text() and redis_pw not in w.log_text()
+
+
+def sign_v1(key, headers, data):
+    """x-celeriac-signature written from the layout in common/sign.h, for a Python Celery client
+    (msgpack bodies; eta/expires unset)."""
+    import hashlib
+    import hmac
+    import struct
+
+    def field(v):
+        if v is None:
+            return b"\x00"
+        b = v.encode() if isinstance(v, str) else v
+        return b"\x01" + struct.pack(">Q", len(b)) + b
+
+    assert headers.get("eta") is None and headers.get("expires") is None
+    canon = (b"celeriac-sign-v1" + field(headers["task"]) + field(headers["id"])
+             + struct.pack(">qqq", 0, 0, headers.get("retries") or 0)
+             + field(headers.get("root_id") or headers["id"]) + field(headers.get("parent_id"))
+             + field(headers.get("group")) + field(headers.get("x-celeriac-idempotency-key"))
+             + b"\x00" + struct.pack(">Q", len(data)) + data)
+    return hmac.new(key, canon, hashlib.sha256).hexdigest()
+
+
+def test_signed_celery_chord(signed_worker, queue, celery_app):
+    """A Python Celery client can sign too (before_task_publish); the chord body, which the C
+    worker publishes once the header is done, is signed by the worker and runs."""
+    import msgpack
+    from celery import chord
+    from celery.signals import before_task_publish
+
+    def sign(body=None, headers=None, **_):
+        headers["x-celeriac-signature"] = sign_v1(KEY, headers,
+                                                  msgpack.packb(body, use_bin_type=True))
+
+    before_task_publish.connect(sign, weak=False)
+    try:
+        header = [celery_app.signature("bench.noop", args=(i,), queue=queue) for i in range(4)]
+        res = chord(header)(celery_app.signature("bench.noop", queue=queue))
+        assert res.get(timeout=60) == list(range(4))
+    finally:
+        before_task_publish.disconnect(sign)
+    assert "refused" not in signed_worker.log_text()
