@@ -4,7 +4,8 @@ against Debian's Celery 5.2.6, all measured in one run on the same RabbitMQ and 
 ratios hold on a noisy machine. Each measurement runs REPEAT times (median and spread).
 
 Writes a table to the terminal, build/bench/results.json and build/bench/throughput.png.
-Environment: REPEAT (3), BENCH_JOBS (50000), BENCH_CELERY_JOBS (10000), BENCH_RTT (2000);
+Environment: REPEAT (3), BENCH_JOBS (50000), BENCH_CELERY_JOBS (10000), BENCH_RTT (2000),
+BENCH_DELAYED (100000);
 BENCH_LONG=1 runs only the long check instead: BENCH_LONG_JOBS (1000000) jobs through one
 prefork -c 2 worker, its memory sampled after every tenth (build/bench/long.json).
 
@@ -33,6 +34,7 @@ LONG = os.environ.get("BENCH_LONG") == "1"
 N_LONG = int(os.environ.get("BENCH_LONG_JOBS", "1000000"))
 N_CELERY = int(os.environ.get("BENCH_CELERY_JOBS", "10000"))
 N_RTT = int(os.environ.get("BENCH_RTT", "2000"))
+N_DELAYED = int(os.environ.get("BENCH_DELAYED", "100000"))
 BROKER = os.environ["CELERIAC_BROKER_URL"]
 BACKEND_BASE = os.environ["CELERIAC_RESULT_BACKEND"].rsplit("/", 1)[0]
 RESULT_DB = 7
@@ -174,8 +176,8 @@ def end_to_end(kind, pool, conc, n):
     t0 = time.monotonic()
     bulk(path)
     t1 = wait_results(n)
-    stop_worker(proc)
-    return {"rate": n / (t1 - t0)}
+    cpu = stop_worker(proc)
+    return {"rate": n / (t1 - t0), "cpu_us_per_job": cpu / n * 1e6}
 
 
 def latency(kind, n):
@@ -285,7 +287,7 @@ def main():
     log("celeriac latency")
     section(res, "celeriac_rtt", repeat, latency, "celeriac", N_RTT)
     log("celeriac memory with delayed jobs")
-    section(res, "celeriac_delayed", delayed_rss, N)
+    section(res, "celeriac_delayed", delayed_rss, N_DELAYED)
     log("celery drain / end to end / latency")
     section(res, "celery_drain_prefork_2", repeat, drain, "celery", "prefork", 2, N_CELERY)
     section(res, "celery_e2e", repeat, end_to_end, "celery", "prefork", 2, N_CELERY)
