@@ -1,0 +1,123 @@
+"""Celery's remote control (spec 6.1) from a real Celery 5.2 client against celeriac's worker:
+revoke, revoke(terminate=True), ping, inspect().registered(), destination and pattern
+filtering, unknown commands. Every test runs with the msgpack and the JSON configuration (the
+broadcast uses the client's task_serializer)."""
+
+import pytest
+from celery.exceptions import TaskRevokedError
+
+from conftest import RESULT_TIMEOUT, uniq
+
+REPLY_TIMEOUT = 10  # seconds a client waits for our node's reply (returns at once when it comes)
+BENCH = {"bench.noop", "bench.sleep", "bench.count", "bench.fail"}
+
+
+def node_of(proc):
+    """The --hostname the conftest's cworker gave the worker: its pidbox node name."""
+    return proc.argv[proc.argv.index("--hostname") + 1]
+
+
+def assert_revoked(res, reason):
+    with pytest.raises(TaskRevokedError):
+        res.get(timeout=RESULT_TIMEOUT)
+    assert res.state == "REVOKED"
+    assert str(res.result) == reason
+
+
+def test_ping_is_answered_by_our_node(app, queues, cworker):
+    node = node_of(cworker(queues()))
+    assert app.control.ping(destination=[node], timeout=REPLY_TIMEOUT) == [{node: {"ok": "pong"}}]
+
+
+def test_ping_by_glob_pattern(app, queues, cworker):
+    node = node_of(cworker(queues()))
+    prefix = node.split("@")[0]
+    replies = app.control.broadcast("ping", reply=True, pattern=prefix + "@*", matcher="glob",
+                                    timeout=2, limit=1)
+    assert replies == [{node: {"ok": "pong"}}]
+
+
+def test_registered_lists_our_tasks(app, queues, cworker):
+    node = node_of(cworker(queues()))
+    got = app.control.inspect(destination=[node], timeout=REPLY_TIMEOUT).registered()
+    assert list(got) == [node]
+    names = [entry.split(" [")[0] for entry in got[node]]
+    assert names == sorted(names)
+    assert BENCH | {"users.create", "email.send_welcome"} <= set(names)
+
+
+def test_unknown_command_is_an_error_reply(app, queues, cworker):
+    node = node_of(cworker(queues()))
+    replies = app.control.broadcast("no_such_command", destination=[node], reply=True,
+                                    timeout=REPLY_TIMEOUT)
+    assert replies == [{node: {"error": "No such control command: no_such_command"}}]
+    # and the worker goes on serving
+    assert node_ping(app, node)
+
+
+def node_ping(app, node):
+    return app.control.ping(destination=[node], timeout=REPLY_TIMEOUT) == [{node: {"ok": "pong"}}]
+
+
+def test_revoke_of_a_queued_job(app, queues, cworker):
+    q = queues()
+    node = node_of(cworker(q, concurrency=1))
+    counter = uniq("rev")
+    blocker = app.send_task("bench.sleep", args=[5], queue=q)  # holds the only child
+    res = app.send_task("bench.count", args=[counter], queue=q)
+    replies = app.control.revoke(res.id, reply=True, destination=[node], timeout=REPLY_TIMEOUT)
+    assert replies == [{node: {"ok": f"tasks {res.id} flagged as revoked"}}]
+    assert blocker.get(timeout=RESULT_TIMEOUT) is None
+    assert_revoked(res, "revoked")
+    # the revoked job never ran: the counter starts at 1
+    assert app.send_task("bench.count", args=[counter], queue=q).get(timeout=RESULT_TIMEOUT) == 1
+
+
+def test_revoke_of_a_delayed_job_and_a_list_of_ids(app, queues, cworker):
+    q = queues()
+    cworker(q)
+    assert app.send_task("bench.noop", args=[0], queue=q).get(timeout=RESULT_TIMEOUT) == 0
+    counter = uniq("rev")
+    first = app.send_task("bench.count", args=[counter], countdown=3, queue=q)
+    second = app.send_task("bench.count", args=[counter], countdown=3, queue=q)
+    app.control.revoke([first.id, second.id])  # no reply asked: a plain broadcast
+    assert_revoked(first, "revoked")
+    assert_revoked(second, "revoked")
+    assert app.send_task("bench.count", args=[counter], queue=q).get(timeout=RESULT_TIMEOUT) == 1
+
+
+def test_revoke_terminate_kills_the_running_job(app, queues, cworker):
+    q = queues()
+    node = node_of(cworker(q, concurrency=2))
+    res = app.send_task("bench.sleep", args=[30], queue=q)
+    # jobs go to idle children first in first out: once the next one is done, the sleep runs
+    assert app.send_task("bench.noop", args=[1], queue=q).get(timeout=RESULT_TIMEOUT) == 1
+    replies = app.control.revoke(res.id, terminate=True, reply=True, destination=[node],
+                                 timeout=REPLY_TIMEOUT)
+    assert replies == [{node: {"ok": f"terminate: {res.id}"}}]
+    assert_revoked(res, "terminated")
+    # the worker keeps serving, on a fresh child
+    assert app.send_task("bench.noop", args=[2], queue=q).get(timeout=RESULT_TIMEOUT) == 2
+    assert app.send_task("bench.noop", args=[3], queue=q).get(timeout=RESULT_TIMEOUT) == 3
+
+
+def test_terminate_of_an_unknown_task(app, queues, cworker):
+    node = node_of(cworker(queues()))
+    tid = uniq("never-sent")
+    replies = app.control.terminate(tid, reply=True, destination=[node], timeout=REPLY_TIMEOUT)
+    assert replies == [{node: {"ok": "terminate: tasks unknown"}}]
+
+
+def test_another_destination_is_ignored(app, queues, cworker):
+    q = queues()
+    node = node_of(cworker(q))
+    other = uniq("other") + "@nowhere"
+    assert app.send_task("bench.noop", args=[0], queue=q).get(timeout=RESULT_TIMEOUT) == 0
+    counter = uniq("rev")
+    res = app.send_task("bench.count", args=[counter], countdown=2, queue=q)
+    app.control.revoke(res.id, destination=[other])
+    assert app.control.ping(destination=[other], timeout=1) == []
+    # a ping for both names is answered by ours only, which also shows the revoke was read
+    assert app.control.ping(destination=[other, node], timeout=2) == [{node: {"ok": "pong"}}]
+    assert res.get(timeout=RESULT_TIMEOUT) == 1
+    assert res.state == "SUCCESS"
