@@ -3,10 +3,15 @@ revoke, revoke(terminate=True), ping, inspect().registered(), destination and pa
 filtering, unknown commands. Every test runs with the msgpack and the JSON configuration (the
 broadcast uses the client's task_serializer)."""
 
+import os
+import shlex
+import subprocess
+import time
+
 import pytest
 from celery.exceptions import TaskRevokedError
 
-from conftest import RESULT_TIMEOUT, uniq
+from conftest import RESULT_TIMEOUT, START_TIMEOUT, uniq
 
 REPLY_TIMEOUT = 10  # seconds a client waits for our node's reply (returns at once when it comes)
 BENCH = {"bench.noop", "bench.sleep", "bench.count", "bench.fail"}
@@ -121,3 +126,33 @@ def test_another_destination_is_ignored(app, queues, cworker):
     assert app.control.ping(destination=[other, node], timeout=2) == [{node: {"ok": "pong"}}]
     assert res.get(timeout=RESULT_TIMEOUT) == 1
     assert res.state == "SUCCESS"
+
+
+def close_consumer_connection(pid):
+    """Makes the broker close the worker's consuming connection (the pidbox queue, auto-delete,
+    goes with it): the worker must reconnect, declare it again and consume it again."""
+    ctl = os.environ.get("CELERIAC_RABBITMQCTL")
+    if not ctl:
+        pytest.fail("CELERIAC_RABBITMQCTL is not set: run `eval \"$(scripts/stack.sh env)\"`")
+    out = subprocess.run(shlex.split(ctl) + ["list_connections", "-q", "pid", "client_properties"],
+                         check=True, capture_output=True, text=True).stdout
+    mine = [line.split("\t")[0] for line in out.splitlines()
+            if f'"celeriac consumer pid {pid}"' in line]
+    assert mine, f"no consumer connection of pid {pid} in:\n{out}"
+    for conn in mine:
+        subprocess.run(shlex.split(ctl) + ["close_connection", conn, "test_control"], check=True,
+                       capture_output=True)
+
+
+def test_control_survives_a_reconnect(app, queues, cworker):
+    q = queues()
+    proc = cworker(q)
+    node = node_of(proc)
+    assert node_ping(app, node)
+    close_consumer_connection(proc.p.pid)
+    deadline = time.monotonic() + START_TIMEOUT
+    while app.control.ping(destination=[node], timeout=1) != [{node: {"ok": "pong"}}]:
+        proc.check_alive()
+        assert time.monotonic() < deadline, "no pong after the reconnect\n" + proc.tail()
+    assert "broker reconnected" in proc.log.read_text()
+    assert app.send_task("bench.noop", args=[7], queue=q).get(timeout=RESULT_TIMEOUT) == 7
