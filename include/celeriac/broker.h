@@ -133,6 +133,9 @@ struct cel_broker_base {
 
 /* Copies url into out with any password replaced by "***" (for logs). */
 void cel_url_redact(const char *url, char *out, size_t outlen);
+/* Overwrites in place every password in s (a URL, a comma-separated list, or "--opt=URL") with
+ * '*', keeping the length: for argv, so that ps and /proc/<pid>/cmdline do not show it. */
+void cel_url_scrub(char *s);
 
 /* Exponential backoff with full jitter: a random delay in [0, min(cap, base * 2^attempt)). */
 int cel_backoff_ms(unsigned attempt, int base_ms, int cap_ms);
