@@ -412,6 +412,11 @@ bool cel__control_owns(const struct cel__sup *s, const struct cel_delivery *d)
 void cel__control_start(struct cel__sup *s)
 {
     s->control_queue[0] = 0;
+    if (s->cfg->require_signature) { /* anyone on the broker could revoke and terminate */
+        cel_log_info("remote control off: pidbox broadcasts cannot carry a signature "
+                     "(--require-signature); revoke through the result backend instead");
+        return;
+    }
     if (!s->bc->control) {
         cel_log_info("remote control: not supported by this broker adapter");
         return;

@@ -8,7 +8,8 @@
 #include "worker/sup.h"
 
 /* Declares and consumes "<hostname>.celery.pidbox". A failure is logged and leaves remote
- * control off; the worker serves its queues either way. */
+ * control off; the worker serves its queues either way. Off with --require-signature: pidbox
+ * messages are unsigned, so they could revoke and terminate anyone's jobs. */
 void cel__control_start(struct cel__sup *s);
 /* True when d came from the pidbox queue (deliveries without acks: never settle them). */
 bool cel__control_owns(const struct cel__sup *s, const struct cel_delivery *d);

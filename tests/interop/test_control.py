@@ -156,3 +156,15 @@ def test_control_survives_a_reconnect(app, queues, cworker):
         assert time.monotonic() < deadline, "no pong after the reconnect\n" + proc.tail()
     assert "broker reconnected" in proc.log.read_text()
     assert app.send_task("bench.noop", args=[7], queue=q).get(timeout=RESULT_TIMEOUT) == 7
+
+
+def test_no_remote_control_when_signatures_are_required(app, queues, cworker, tmp_path):
+    """pidbox messages cannot be signed: a worker refusing unsigned jobs does not listen."""
+    key = tmp_path / "signing.key"
+    key.write_bytes(b"k" * 32 + b"\n")
+    key.chmod(0o600)
+    q = queues()
+    proc = cworker(q, extra=("--require-signature", "--signing-key-file", str(key)))
+    node = node_of(proc)
+    assert app.control.ping(destination=[node], timeout=2) == []
+    assert "remote control off" in proc.log.read_text()
