@@ -325,6 +325,8 @@ static void log_start(const struct cel__sup *s)
                  s->solo ? 1 : s->cfg->concurrency, s->reg->n_tasks, b, r);
     if (s->solo && s->cfg->time_limit > 0)
         cel_log_warning("--pool solo cannot enforce hard time limits (soft limits work)");
+    if (s->cfg->tls_insecure)
+        cel_log_warning("--tls-insecure: the broker's certificate is not verified");
     if (s->cfg->require_signature)
         cel_log_info("signatures required: unsigned or forged jobs are dead-lettered unrun");
     else if (s->cfg->signing_key_len)

@@ -405,3 +405,46 @@ def test_passwords_given_in_argv_are_scrubbed(workers, queue, private_redis, bro
         assert amqp_pw not in text and redis_pw not in text, (where, text)
     w.stop()
     assert amqp_pw not in w.log_text() and redis_pw not in w.log_text()
+
+
+def sign_v1(key, headers, data):
+    """x-celeriac-signature written from the layout in common/sign.h, for a Python Celery client
+    (msgpack bodies; eta/expires unset)."""
+    import hashlib
+    import hmac
+    import struct
+
+    def field(v):
+        if v is None:
+            return b"\x00"
+        b = v.encode() if isinstance(v, str) else v
+        return b"\x01" + struct.pack(">Q", len(b)) + b
+
+    assert headers.get("eta") is None and headers.get("expires") is None
+    canon = (b"celeriac-sign-v1" + field(headers["task"]) + field(headers["id"])
+             + struct.pack(">qqq", 0, 0, headers.get("retries") or 0)
+             + field(headers.get("root_id") or headers["id"]) + field(headers.get("parent_id"))
+             + field(headers.get("group")) + field(headers.get("x-celeriac-idempotency-key"))
+             + b"\x00" + struct.pack(">Q", len(data)) + data)
+    return hmac.new(key, canon, hashlib.sha256).hexdigest()
+
+
+def test_signed_celery_chord(signed_worker, queue, celery_app):
+    """A Python Celery client can sign too (before_task_publish); the chord body, which the C
+    worker publishes once the header is done, is signed by the worker and runs."""
+    import msgpack
+    from celery import chord
+    from celery.signals import before_task_publish
+
+    def sign(body=None, headers=None, **_):
+        headers["x-celeriac-signature"] = sign_v1(KEY, headers,
+                                                  msgpack.packb(body, use_bin_type=True))
+
+    before_task_publish.connect(sign, weak=False)
+    try:
+        header = [celery_app.signature("bench.noop", args=(i,), queue=queue) for i in range(4)]
+        res = chord(header)(celery_app.signature("bench.noop", queue=queue))
+        assert res.get(timeout=60) == list(range(4))
+    finally:
+        before_task_publish.disconnect(sign)
+    assert "refused" not in signed_worker.log_text()
