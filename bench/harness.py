@@ -240,11 +240,6 @@ def long_run(n, chunk=100000):
             "growth_after_first_chunk_kb": samples[-1]["rss_kb"] - samples[1]["rss_kb"]}
 
 
-def repeat(fn, *args):
-    runs = [fn(*args) for _ in range(REPEAT)]
-    return {k: stats([r[k] for r in runs]) for k in runs[0]}
-
-
 def machine():
     with open("/proc/loadavg") as f:
         load = f.read().split()[:3]
@@ -273,25 +268,33 @@ def main():
         return
     res = {"repeat": REPEAT, "jobs": N, "celery_jobs": N_CELERY, "rtt_jobs": N_RTT,
            "start": machine(), "seconds": {}}
-    log("ceiling: rabbitmq-c + hiredis loops")
-    section(res, "ceiling_drain", repeat, lambda: ceiling("drain", N, 256))
-    section(res, "ceiling_single", repeat, lambda: ceiling("single", N // 5))
-    section(res, "ceiling_publish", repeat, lambda: ceiling("publish", N, 500))
-    section(res, "ceiling_duplex", repeat, lambda: ceiling("duplex", N, 500))
-    section(res, "ceiling_rtt", repeat, lambda: ceiling("rtt", N_RTT))
-    for pool, conc in (("solo", 1), ("prefork", 1), ("prefork", 2)):
-        log(f"celeriac drain: {pool} -c {conc}")
-        section(res, f"celeriac_drain_{pool}_{conc}", repeat, drain, "celeriac", pool, conc, N)
-    log("celeriac end to end (producer bulk while the worker consumes)")
-    section(res, "celeriac_e2e", repeat, end_to_end, "celeriac", "prefork", 2, N)
-    log("celeriac latency")
-    section(res, "celeriac_rtt", repeat, latency, "celeriac", N_RTT)
+    # Every measurement once per round, in this order, so that each ratio compares runs made
+    # minutes apart at most (the load on a shared machine drifts); the round trips are measured
+    # back to back, as a persistent publish's confirm is slow for a while after a heavy run.
+    plan = [("ceiling_drain", lambda: ceiling("drain", N, 256)),
+            ("ceiling_single", lambda: ceiling("single", N // 5)),
+            ("ceiling_publish", lambda: ceiling("publish", N, 500)),
+            ("ceiling_duplex", lambda: ceiling("duplex", N, 500))]
+    plan += [(f"celeriac_drain_{pool}_{conc}", lambda pool=pool, conc=conc:
+              drain("celeriac", pool, conc, N))
+             for pool, conc in (("solo", 1), ("prefork", 1), ("prefork", 2))]
+    plan += [("celeriac_e2e", lambda: end_to_end("celeriac", "prefork", 2, N)),
+             ("celery_drain_prefork_2", lambda: drain("celery", "prefork", 2, N_CELERY)),
+             ("celery_e2e", lambda: end_to_end("celery", "prefork", 2, N_CELERY)),
+             ("ceiling_rtt", lambda: ceiling("rtt", N_RTT)),
+             ("celeriac_rtt", lambda: latency("celeriac", N_RTT)),
+             ("celery_rtt", lambda: latency("celery", N_RTT // 4))]
+    runs = {key: [] for key, _ in plan}
+    for r in range(REPEAT):
+        for key, fn in plan:
+            log(f"round {r + 1}/{REPEAT}: {key}")
+            t = time.monotonic()
+            runs[key].append(fn())
+            res["seconds"][key] = res["seconds"].get(key, 0) + round(time.monotonic() - t, 1)
+    for key, rs in runs.items():
+        res[key] = {k: stats([x[k] for x in rs]) for k in rs[0] if k not in ("mode", "messages")}
     log("celeriac memory with delayed jobs")
     section(res, "celeriac_delayed", delayed_rss, N_DELAYED)
-    log("celery drain / end to end / latency")
-    section(res, "celery_drain_prefork_2", repeat, drain, "celery", "prefork", 2, N_CELERY)
-    section(res, "celery_e2e", repeat, end_to_end, "celery", "prefork", 2, N_CELERY)
-    section(res, "celery_rtt", repeat, latency, "celery", N_RTT // 4)
     res["end"] = machine()
     res["targets"] = targets(res)
     with open(os.path.join(OUT, "results.json"), "w") as f:
