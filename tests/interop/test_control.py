@@ -168,3 +168,27 @@ def test_no_remote_control_when_signatures_are_required(app, queues, cworker, tm
     node = node_of(proc)
     assert app.control.ping(destination=[node], timeout=2) == []
     assert "remote control off" in proc.log.read_text()
+
+
+def test_hello_shares_revocations_both_ways(app, queues, cworker):
+    """mingle's hello: the sender's revoked ids are learnt, ours come back in the shape Celery's
+    LimitedSet.update() takes (id -> float timestamp) with the clock."""
+    from celery.utils.collections import LimitedSet
+
+    q = queues()
+    node = node_of(cworker(q))
+    theirs = uniq("hello-revoked")
+    replies = app.control.broadcast(
+        "hello", arguments={"from_node": uniq("py") + "@elsewhere", "revoked": {theirs: time.time()}},
+        destination=[node], reply=True, timeout=REPLY_TIMEOUT)
+    assert len(replies) == 1 and list(replies[0]) == [node]
+    answer = replies[0][node]
+    assert isinstance(answer["clock"], int)
+    assert theirs in answer["revoked"]
+    LimitedSet().update(answer["revoked"])  # what mingle does with it
+    # our own hello is answered with None, as Celery does
+    assert app.control.broadcast("hello", arguments={"from_node": node, "revoked": {}},
+                                 destination=[node], reply=True,
+                                 timeout=REPLY_TIMEOUT) == [{node: None}]
+    # the learnt id is revoked here
+    assert_revoked(app.send_task("bench.noop", args=[1], task_id=theirs, queue=q), "revoked")
