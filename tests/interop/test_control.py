@@ -68,7 +68,9 @@ def test_revoke_of_a_queued_job(app, queues, cworker):
     q = queues()
     node = node_of(cworker(q, concurrency=1))
     counter = uniq("rev")
-    blocker = app.send_task("bench.sleep", args=[5], queue=q)  # holds the only child
+    # holds the only child; a job with a hard time limit goes to a child alone, so the next one
+    # waits in the worker (a job already handed to a busy child in a batch would still run)
+    blocker = app.send_task("bench.sleep", args=[5], time_limit=60, queue=q)
     res = app.send_task("bench.count", args=[counter], queue=q)
     replies = app.control.revoke(res.id, reply=True, destination=[node], timeout=REPLY_TIMEOUT)
     assert replies == [{node: {"ok": f"tasks {res.id} flagged as revoked"}}]
@@ -94,7 +96,7 @@ def test_revoke_of_a_delayed_job_and_a_list_of_ids(app, queues, cworker):
 def test_revoke_terminate_kills_the_running_job(app, queues, cworker):
     q = queues()
     node = node_of(cworker(q, concurrency=2))
-    res = app.send_task("bench.sleep", args=[30], queue=q)
+    res = app.send_task("bench.sleep", args=[30], time_limit=120, queue=q)  # alone on a child
     # jobs go to idle children first in first out: once the next one is done, the sleep runs
     assert app.send_task("bench.noop", args=[1], queue=q).get(timeout=RESULT_TIMEOUT) == 1
     replies = app.control.revoke(res.id, terminate=True, reply=True, destination=[node],
