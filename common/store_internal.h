@@ -43,6 +43,7 @@ struct cel_store {
     char sha[CEL__SCRIPT_COUNT][41];
     struct cel_buf key; /* scratch for key names */
     char errstr[256];
+    unsigned long connects; /* successful connections of the main link (cel_store_connects) */
 };
 
 /* The command may be sent again after a send whose outcome is unknown (it is idempotent). Without

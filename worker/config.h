@@ -11,6 +11,7 @@
 #include "common/log.h"
 
 enum cel__pool { CEL__POOL_PREFORK = 0, CEL__POOL_SOLO = 1 };
+enum cel__queue_type { CEL__QUEUE_CLASSIC = 0, CEL__QUEUE_QUORUM = 1 };
 enum cel__result_fmt { CEL__RESFMT_AUTO = 0, CEL__RESFMT_MSGPACK = 1, CEL__RESFMT_JSON = 2 };
 
 struct cel__wcfg {
@@ -34,6 +35,10 @@ struct cel__wcfg {
     int result_format; /* enum cel__result_fmt */
     bool strict;
     long max_message_size; /* bytes; 0 = the codec's default */
+    int metrics_port;      /* 0 = no metrics server */
+    char *metrics_bind;    /* NULL = 127.0.0.1 */
+    int queue_type;        /* enum cel__queue_type */
+    int delivery_limit;    /* quorum queues: x-delivery-limit; 0 = none */
 
     /* derived by cel__config_parse */
     char **queue_list;

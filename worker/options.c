@@ -75,6 +75,16 @@ static const struct opt opts[] = {
      "a service that fails to load aborts startup"},
     {"max-message-size", 0, "CELERIAC_MAX_MESSAGE_SIZE", OPT_LONG, OFF(max_message_size), 0, NULL,
      "B", "largest accepted message body in bytes (default 16 MiB)"},
+    {"queue-type", 0, "CELERIAC_QUEUE_TYPE", OPT_CHOICE, OFF(queue_type), 0, "classic|quorum", "T",
+     "declare the queues classic (default) or quorum (replicated; every client declaring them "
+     "must agree, e.g. producer --queue-type)"},
+    {"delivery-limit", 0, "CELERIAC_DELIVERY_LIMIT", OPT_INT, OFF(delivery_limit), 0, NULL, "N",
+     "quorum queues: x-delivery-limit, deliveries of one message before RabbitMQ drops it "
+     "(0 = none, the default)"},
+    {"metrics-port", 0, "CELERIAC_METRICS_PORT", OPT_INT, OFF(metrics_port), 0, NULL, "P",
+     "serve Prometheus /metrics, /healthz and /readyz on this port (0 = off, the default)"},
+    {"metrics-bind", 0, "CELERIAC_METRICS_BIND", OPT_STR, OFF(metrics_bind), 0, NULL, "ADDR",
+     "IPv4 address the metrics server listens on (default 127.0.0.1; 0.0.0.0 = all)"},
 };
 #define N_OPTS (sizeof opts / sizeof opts[0])
 
@@ -322,6 +332,8 @@ int cel__config_parse(struct cel__wcfg *cfg, int argc, char **argv, char *err, s
         (rc = require(cfg->broker, "--broker", "CELERIAC_BROKER_URL", err, errlen)) ||
         (rc = require(cfg->backend, "--backend", "CELERIAC_RESULT_BACKEND", err, errlen)))
         return rc;
+    if (cfg->metrics_port > 65535)
+        return fail(err, errlen, "--metrics-port: %d is not a TCP port", cfg->metrics_port);
     if (!cfg->services && !(cfg->services = default_services()))
         return CEL_ENOMEM;
     return split_queues(cfg, err, errlen);

@@ -30,7 +30,10 @@ static int open_store(struct cel__sup *s)
 static int open_broker(struct cel__sup *s)
 {
     char err[256] = "", where[512];
-    struct cel_broker_opts o = {.url = s->cfg->broker};
+    struct cel_broker_opts o = {.url = s->cfg->broker,
+                                .queue_type =
+                                    s->cfg->queue_type == CEL__QUEUE_QUORUM ? "quorum" : NULL,
+                                .delivery_limit = s->cfg->delivery_limit};
     cel_url_redact(s->cfg->broker, where, sizeof where);
     if (!(s->bc = cel_broker_class_for(s->cfg->broker))) {
         cel_log_error("broker %s: unsupported URL scheme", where);
@@ -154,6 +157,7 @@ static void try_reconnect(struct cel__sup *s, int64_t now)
     if (rc == 0) {
         s->connected = true;
         s->reconnect_attempt = 0;
+        cel__metrics_broker_reconnect(s);
         cel_log_info("broker reconnected");
         if (s->draining)
             s->bc->cancel(s->broker);
@@ -190,6 +194,7 @@ static void timers(struct cel__sup *s, int64_t now)
     cel__idem_renew(s, now);
     cel__revoke_poll(s, now);
     cel__presence_beat(s, now);
+    cel__metrics_tick(s, now);
 }
 
 static int poll_timeout_ms(const struct cel__sup *s, int64_t now)
@@ -207,6 +212,9 @@ static int poll_timeout_ms(const struct cel__sup *s, int64_t now)
     }
     if (!s->connected && s->reconnect_at_us < next)
         next = s->reconnect_at_us;
+    int mt = cel__metrics_timeout_ms(s);
+    if (mt >= 0 && now + (int64_t)mt * 1000 < next)
+        next = now + (int64_t)mt * 1000;
     return next <= now ? 0 : (int)((next - now + 999) / 1000);
 }
 
@@ -239,6 +247,10 @@ static int iterate(struct cel__sup *s)
     int bfd = s->connected ? s->bc->fd(s->broker) : -1;
     if (bfd >= 0)
         add_fd(s, &n, bfd, POLLIN);
+    int mfd = cel__metrics_fd(s);
+    size_t mslot = n;
+    if (mfd >= 0)
+        add_fd(s, &n, mfd, POLLIN);
     size_t first_child = n;
     for (int i = 0; i < s->n_children; i++) {
         struct cel__child *c = &s->children[i];
@@ -266,6 +278,8 @@ static int iterate(struct cel__sup *s)
         if (p->revents & (POLLIN | POLLHUP | POLLERR))
             cel__pool_read(s, c);
     }
+    if (mfd >= 0 && s->pfds[mslot].revents)
+        cel__metrics_run(s);
     cel__pool_dispatch(s);
     cel__flush(s);
     if (s->reload_requested) {
@@ -345,7 +359,8 @@ int cel__supervisor_run(const struct cel__wcfg *cfg, struct cel__registry *reg)
     static struct cel__sup sup;
     struct cel__sup *s = &sup;
     init_state(s, cfg, reg);
-    if (setup_signals(s) < 0 || open_store(s) < 0 || open_broker(s) < 0 || cel__pool_start(s) < 0) {
+    if (setup_signals(s) < 0 || cel__metrics_start(s) < 0 || open_store(s) < 0 ||
+        open_broker(s) < 0 || cel__pool_start(s) < 0) {
         s->exit_code = 1;
     } else {
         log_start(s);
@@ -353,6 +368,7 @@ int cel__supervisor_run(const struct cel__wcfg *cfg, struct cel__registry *reg)
     }
     cel__pool_stop(s, s->stop || s->exit_code != 0);
     cel__presence_leave(s);
+    cel__metrics_free(s);
     if (s->broker)
         s->bc->free(s->broker);
     cel_store_free(s->store);
