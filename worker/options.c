@@ -367,7 +367,8 @@ void cel__config_usage(FILE *out)
         fprintf(out, "  %-34s %s\n  %-34s [env %s]\n", flag, o->help, "", o->env);
     }
     fprintf(out,
-            "  %-34s %s\n  %-34s %s\n\nSignals: TERM/INT warm shutdown (twice: cold), HUP "
+            "  %-34s %s\n  %-34s %s\n\nServices read CELERIAC_DATA_DIR (their data directory, "
+            "default .run/data).\nSignals: TERM/INT warm shutdown (twice: cold), HUP "
             "reload services.\nExit codes: 0 clean shutdown, 1 runtime failure, 2 usage.\n",
             "-h, --help", "this text", "-V, --version", "print the version");
 }
