@@ -266,7 +266,9 @@ static int iterate(struct cel__sup *s)
         on_signals(s);
     if (s->stop)
         return 0;
-    if (s->connected && ((bfd >= 0 && s->pfds[1].revents) || s->bc->pending(s->broker)))
+    /* a connection the adapter dropped on a failed send (an ack, a heartbeat) has no fd any
+     * more: intake's next() reports it and the reconnect starts */
+    if (s->connected && (bfd < 0 || s->pfds[1].revents || s->bc->pending(s->broker)))
         cel__intake_drain(s);
     for (int i = 0; i < s->n_children; i++) {
         struct pollfd *p = &s->pfds[first_child + (size_t)i];
