@@ -87,7 +87,7 @@ PC := $(BUILD)/lib/pkgconfig/celeriac.pc
 .SECONDEXPANSION:
 .SECONDARY:
 
-.PHONY: all test unit check fuzz bench demo install clean format format-check help stack-up stack-down
+.PHONY: all test test-cluster unit check fuzz bench demo install clean format format-check help stack-up stack-down
 .DEFAULT_GOAL := all
 
 all: $(LIB_A) $(LIB_SO) $(PC) $(if $(WORKER_SRCS),$(WORKER)) $(if $(PRODUCER_SRCS),$(PRODUCER)) $(SERVICES) $(TEST_SERVICES) \
@@ -154,6 +154,10 @@ unit: $(UNIT_BINS)
 
 test: all
 	scripts/test.sh
+
+# a private three-node RabbitMQ cluster (scripts/cluster.sh) and the failover tests (~1.5 min)
+test-cluster: all
+	/usr/bin/python3 -m pytest -q -s -p no:cacheprovider tests/cluster
 
 check:
 	$(MAKE) BUILD=build/asan SAN=1 OPT='-O1 -g' all
