@@ -107,6 +107,22 @@ void cel_url_redact(const char *url, char *out, size_t outlen)
     }
 }
 
+void cel_url_scrub(char *s)
+{
+    for (char *p = s ? strstr(s, "://") : NULL; p; p = strstr(p, "://")) {
+        char *auth = p + 3;
+        size_t len = strcspn(auth, "/,\n");
+        char *at = NULL;
+        for (size_t i = 0; i < len; i++)
+            if (auth[i] == '@')
+                at = auth + i;
+        char *colon = at ? memchr(auth, ':', (size_t)(at - auth)) : NULL;
+        for (char *c = colon ? colon + 1 : at; colon && c < at; c++)
+            *c = '*';
+        p = auth + len;
+    }
+}
+
 int cel_backoff_ms(unsigned attempt, int base_ms, int cap_ms)
 {
     if (base_ms <= 0 || cap_ms <= 0)

@@ -276,9 +276,11 @@ static int rd_exc(struct rdec *d)
 {
     struct cel_exc *e = &d->v->exc;
     struct cel_span res = d->v->r.result;
+    if (!res.len || !res.ptr)
+        return 0;
     const char *p = res.ptr, *end = res.ptr + res.len;
     struct cel__mp_tok m, k, t;
-    if (!res.len || !exception_state(d->v->r.status) || cel__mp_next(&p, end, &m) ||
+    if (!exception_state(d->v->r.status) || cel__mp_next(&p, end, &m) ||
         m.kind != CEL__MP_MAP)
         return 0;
     memset(e, 0, sizeof *e);

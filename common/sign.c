@@ -150,6 +150,30 @@ int cel_sign_verify(const struct cel_task *t, struct cel_span body, const unsign
     return bad ? sig_fail(err, errlen, "signature does not match (forged or altered message)") : 0;
 }
 
+int cel_sign_headers(const struct cel_task *t, struct cel_span body, const unsigned char *key,
+                     size_t keylen, struct cel_arena *a, struct cel_table *headers)
+{
+    char hex[CEL_SIGN_HEX_LEN + 1];
+    int rc = cel_sign_task(t, body, key, keylen, hex);
+    if (rc)
+        return rc;
+    char *sig = cel_arena_strdup(a, hex);
+    struct cel_field *items = cel_arena_alloc(a, (headers->n + 1) * sizeof *items);
+    if (!sig || !items)
+        return CEL_ENOMEM;
+    size_t n = 0;
+    for (size_t i = 0; i < headers->n; i++) {
+        const struct cel_span *k = &headers->items[i].key;
+        if (k->len != strlen(CEL_SIGN_HEADER) || memcmp(k->ptr, CEL_SIGN_HEADER, k->len) != 0)
+            items[n++] = headers->items[i];
+    }
+    items[n].key = (struct cel_span){CEL_SIGN_HEADER, strlen(CEL_SIGN_HEADER)};
+    items[n++].v = cel_value_str(sig, CEL_SIGN_HEX_LEN);
+    headers->items = items;
+    headers->n = n;
+    return 0;
+}
+
 /* ---- key files ---- */
 
 static int key_fail(int rc, char *err, size_t errlen, const char *path, const char *why)

@@ -17,6 +17,7 @@
 
 #include <stddef.h>
 
+#include "common/arena.h"
 #include "common/buf.h"
 #include "common/message.h"
 
@@ -44,5 +45,12 @@ int cel_sign_canonical(const struct cel_task *t, struct cel_span body, struct ce
  * CEL_SIGN_KEY_MIN or longer than *len bytes once one trailing newline ("\n" or "\r\n") is
  * stripped. Returns 0, CEL_ESYS (cannot open/read) or CEL_ECONFIG, with the reason in err. */
 int cel_sign_load_key(const char *path, unsigned char *key, size_t *len, char *err, size_t errlen);
+
+/* Signs an encoded message: computes the signature of t (its signature field is ignored) and
+ * body, and sets the x-celeriac-signature field of headers (as cel_task_encode() left them),
+ * replacing one already there; the new items array and string live in a. Returns 0,
+ * CEL_EINVAL or CEL_ENOMEM. */
+int cel_sign_headers(const struct cel_task *t, struct cel_span body, const unsigned char *key,
+                     size_t keylen, struct cel_arena *a, struct cel_table *headers);
 
 #endif

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "celeriac/broker.h"
 #include "producer/cli.h"
 #include "producer/client_internal.h"
 
@@ -69,6 +70,8 @@ static const struct cli_opt {
     {"tls-cert", 1, O_STR, F(tls_cert), C_ALL, "amqps: client certificate (PEM)"},
     {"tls-key", 1, O_STR, F(tls_key), C_ALL, "amqps: client key (PEM)"},
     {"tls-insecure", 0, O_FLAG, F(tls_insecure), C_ALL, "amqps: skip peer verification"},
+    {"signing-key-file", 1, O_STR, F(signing_key_file), C_PUB | C_DEAD_REPLAY,
+     "sign messages with this HMAC key file, mode 0600 (env CELERIAC_SIGNING_KEY_FILE)"},
     {"help", 0, O_FLAG, F(help), C_ALL, "show this help"},
 };
 #define NOPTS (sizeof opts / sizeof opts[0])
@@ -161,6 +164,7 @@ int cel_cli_client(struct cel_cli *c)
         .format = c->send.format,
         .batch_max = c->batch_max,
         .queue_type = c->queue_type,
+        .signing_key_file = c->signing_key_file,
     };
     size_t prio = 0;
     if (c->max_priority && (!cel_cli_size(c, "max-priority", c->max_priority, &prio) || prio > 255))
@@ -258,6 +262,12 @@ static const struct cli_opt *find_opt(const char *name, size_t n, unsigned mask)
     return NULL;
 }
 
+/* --broker / --backend: kept as a copy, so the password can be scrubbed from argv. */
+static bool is_url_opt(const struct cli_opt *o)
+{
+    return o->kind == O_STR && (o->field == F(broker) || o->field == F(backend));
+}
+
 static int set_opt(struct cel_cli *c, const struct cli_opt *o, const char *val)
 {
     char err[512];
@@ -266,6 +276,8 @@ static int set_opt(struct cel_cli *c, const struct cli_opt *o, const char *val)
                                        sizeof err);
         return rc ? cel_cli_fail(c, CEL_EXIT_USAGE, "--%s", err) : 0;
     }
+    if (is_url_opt(o) && !(val = cel_arena_strdup(&c->arena, val)))
+        return cel_cli_fail(c, CEL_EXIT_FAILED, "out of memory");
     if (o->kind == O_FLAG)
         *(bool *)(void *)((char *)c + o->field) = true;
     else
@@ -295,7 +307,10 @@ static int parse_opt(struct cel_cli *c, const struct cli_cmd *cmd, int argc, cha
     } else if (!o->has_arg && val) {
         return cel_cli_fail(c, CEL_EXIT_USAGE, "option --%s takes no value", o->name);
     }
-    return set_opt(c, o, val);
+    int rc = set_opt(c, o, val);
+    if (rc == 0 && is_url_opt(o))
+        cel_url_scrub(argv[*i]); /* ps shows amqp://user:****@host */
+    return rc;
 }
 
 static int parse_args(struct cel_cli *c, const struct cli_cmd *cmd, int argc, char **argv,

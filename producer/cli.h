@@ -24,6 +24,7 @@ struct cel_cli {
     /* CLI-only options (the send options go straight into send) */
     const char *broker, *backend, *format;
     const char *tls_ca, *tls_cert, *tls_key;
+    const char *signing_key_file;
     const char *queue_type, *max_priority;
     bool tls_insecure;
     bool wait, json, terminate, all, help;

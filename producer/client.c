@@ -9,6 +9,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <openssl/crypto.h>
+
 #include "celeriac/broker.h"
 #include "common/clock.h"
 #include "common/message.h"
@@ -65,6 +67,18 @@ static int config_copy(struct cel_client *c, const struct cel_client_config *cfg
     return 0;
 }
 
+static int load_signing_key(struct cel_client *c, const char *file, char *err, size_t errlen)
+{
+    if (!file)
+        file = getenv("CELERIAC_SIGNING_KEY_FILE");
+    if (!file || !*file)
+        return 0;
+    size_t len = sizeof c->signing_key;
+    int rc = cel_sign_load_key(file, c->signing_key, &len, err, errlen);
+    c->signing_key_len = rc ? 0 : len;
+    return rc;
+}
+
 int cel_client_open(struct cel_client **out, const struct cel_client_config *cfg, char *err,
                     size_t errlen)
 {
@@ -78,6 +92,10 @@ int cel_client_open(struct cel_client **out, const struct cel_client_config *cfg
     int rc = config_copy(c, cfg ? cfg : &defaults);
     if (rc) {
         snprintf(err, errlen, "out of memory");
+        cel_client_free(c);
+        return rc;
+    }
+    if ((rc = load_signing_key(c, cfg ? cfg->signing_key_file : NULL, err, errlen)) != 0) {
         cel_client_free(c);
         return rc;
     }
@@ -116,6 +134,7 @@ void cel_client_free(struct cel_client *c)
     cel_buf_free(&c->scratch);
     cel_buf_free(&c->res_buf);
     cel_buf_free(&c->res_json);
+    OPENSSL_cleanse(c->signing_key, sizeof c->signing_key);
     free(c);
 }
 
@@ -413,6 +432,12 @@ static int encode_one(struct cel_client *c, const char *task, struct cel_span ar
         return cel__client_err(c, rc, "%s: cannot encode: %s", task, cel_strerror(rc));
     }
     p->body_len = c->bodies.len - p->body_off;
+    struct cel_span body = {c->bodies.data + p->body_off, p->body_len};
+    if (c->signing_key_len && (rc = cel_sign_headers(&t, body, c->signing_key, c->signing_key_len,
+                                                     &c->batch_arena, p->headers)) != 0) {
+        c->bodies.len = p->body_off;
+        return cel__client_err(c, rc, "%s: cannot sign: %s", task, cel_strerror(rc));
+    }
     /* A per-message TTL would make the delay levels dead-letter it early: with a delay, expiry
      * is left to the expires header, which every worker checks. */
     if (delay_s)

@@ -262,8 +262,22 @@ static bool strip_header(struct cel_span key)
 }
 
 /* The message as it should go back to queue: same properties and body, headers stripped. */
-static int replay_msg(struct cel_arena *a, const struct cel_delivery *d, const char *queue,
-                      struct cel_publish *p)
+/* A client with a signing key vouches for what it replays: the message is signed again (a
+ * dead letter it cannot decode goes back as it was). */
+static int replay_sign(struct cel_client *c, struct cel_arena *a, const struct cel_delivery *d,
+                       struct cel_table *h)
+{
+    struct cel_task t;
+    char err[256];
+    if (!c->signing_key_len ||
+        cel_task_decode(&t, a, &d->props, &d->headers, d->body.ptr, d->body.len,
+                        &cel_default_limits, err, sizeof err) != 0)
+        return 0;
+    return cel_sign_headers(&t, d->body, c->signing_key, c->signing_key_len, a, h);
+}
+
+static int replay_msg(struct cel_client *c, struct cel_arena *a, const struct cel_delivery *d,
+                      const char *queue, struct cel_publish *p)
 {
     struct cel_field *f = cel_arena_calloc(a, (d->headers.n + 1) * sizeof *f);
     struct cel_table *h = cel_arena_calloc(a, sizeof *h);
@@ -274,6 +288,9 @@ static int replay_msg(struct cel_arena *a, const struct cel_delivery *d, const c
         if (!strip_header(d->headers.items[i].key))
             f[h->n++] = d->headers.items[i];
     h->items = f;
+    int rc = replay_sign(c, a, d, h);
+    if (rc)
+        return rc;
     *props = d->props;
     *p = (struct cel_publish){
         .exchange = "", .routing_key = queue, .props = props, .headers = h, .body = d->body};
@@ -330,7 +347,7 @@ static int replay_scan(struct cel_client *c, const char *queue, const char *dq, 
             *held = true;
             continue;
         }
-        rc = replay_msg(&a, d, queue, &r.pubs[r.n]);
+        rc = replay_msg(c, &a, d, queue, &r.pubs[r.n]);
         if (!rc && ++r.n == CEL__DEAD_ROUND) {
             rc = replay_commit(c, &r, replayed);
             cel_arena_reset(&a);

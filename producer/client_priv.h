@@ -5,6 +5,7 @@
 #include <stdarg.h>
 
 #include "celeriac/broker.h"
+#include "common/sign.h"
 #include "common/store.h"
 #include "producer/client_internal.h"
 
@@ -30,6 +31,8 @@ struct cel_client {
     enum cel_format format;
     char oid[37];     /* reply_to, as Celery's app.thread_oid */
     char origin[300]; /* gen<pid>@<host> */
+    unsigned char signing_key[CEL_SIGN_KEY_MAX];
+    size_t signing_key_len; /* 0 = messages are not signed */
 
     struct cel_broker *broker;
     struct cel_store *store;

@@ -145,6 +145,7 @@ void cel__child_main(int fd, struct cel__registry *reg, const struct cel__child_
     msgpack_zone_init(&c.zone, 8192);
     cel_arena_init(&c.arena, 4096);
     cel__job_init(&c.job);
+    c.job.max_result = (size_t)(o->max_result > 0 ? o->max_result : 0);
     getrusage(RUSAGE_SELF, &c.last);
     cel__registry_init_services(reg, &cel__host);
     int rc;

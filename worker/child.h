@@ -12,6 +12,7 @@ struct cel__child_opts {
     const char *hostname;
     long max_memory_kb; /* RLIMIT_AS; 0 = none */
     pid_t parent;
+    long max_result; /* --max-result-size; 0 = unlimited */
 };
 
 /* Runs in the forked child with its end of the socketpair; never returns. */

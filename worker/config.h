@@ -9,6 +9,7 @@
 #include <stdio.h>
 
 #include "common/log.h"
+#include "common/sign.h"
 
 enum cel__pool { CEL__POOL_PREFORK = 0, CEL__POOL_SOLO = 1 };
 enum cel__queue_type { CEL__QUEUE_CLASSIC = 0, CEL__QUEUE_QUORUM = 1 };
@@ -35,14 +36,24 @@ struct cel__wcfg {
     int result_format; /* enum cel__result_fmt */
     bool strict;
     long max_message_size; /* bytes; 0 = the codec's default */
-    int metrics_port;      /* 0 = no metrics server */
-    char *metrics_bind;    /* NULL = 127.0.0.1 */
-    int queue_type;        /* enum cel__queue_type */
-    int delivery_limit;    /* quorum queues: x-delivery-limit; 0 = none */
+    long max_nesting;      /* arrays/maps in a message; 0 = the codec's default (64) */
+    long max_items;        /* elements of one array/map; 0 = the codec's default */
+    long max_string;       /* bytes of one string; 0 = the codec's default */
+    long max_result_size;  /* bytes of a handler's packed result; 0 = unlimited */
+    char *signing_key_file;
+    bool require_signature;
+    char *tls_ca, *tls_cert, *tls_key;
+    bool tls_insecure;
+    int metrics_port;   /* 0 = no metrics server */
+    char *metrics_bind; /* NULL = 127.0.0.1 */
+    int queue_type;     /* enum cel__queue_type */
+    int delivery_limit; /* quorum queues: x-delivery-limit; 0 = none */
 
     /* derived by cel__config_parse */
     char **queue_list;
     size_t n_queues;
+    unsigned char signing_key[CEL_SIGN_KEY_MAX]; /* loaded from signing_key_file */
+    size_t signing_key_len;                      /* 0 = no key: nothing is signed */
 };
 
 /* Fills cfg from defaults, the environment and argv. Returns 0 to run, 1 when --help or

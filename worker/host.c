@@ -226,6 +226,15 @@ static void run_handler(struct cel_job *job)
     int rc = e->def->handler(&cel__host, job, e->slot->state);
     if (rc < 0 && !job->settled)
         fail_now(job, "RuntimeError", "handler %s returned %d", e->name, rc);
+    if (!job->settled && job->max_result && job->result.len > job->max_result) {
+        size_t n = job->result.len;
+        cel_buf_free(&job->result); /* give the memory back now, not after the next job */
+        fail_now(job, "celeriac.ResultTooLarge",
+                 "handler %s returned a result of %zu bytes, over the worker's "
+                 "--max-result-size of %zu bytes",
+                 e->name, n, job->max_result);
+        return;
+    }
     char verr[128];
     if (!job->settled && job->result.len &&
         cel_msgpack_validate(cel_buf_span(&job->result), &cel_default_limits, verr, sizeof verr) <

@@ -30,6 +30,7 @@ struct cel_job {
     double countdown;
     struct cel_buf enq; /* packed cel__enq items */
     uint32_t n_enq;
+    size_t max_result; /* bytes of a packed result; larger fails celeriac.ResultTooLarge; 0 = any */
 };
 
 void cel__job_init(struct cel_job *job);

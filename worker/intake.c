@@ -8,6 +8,8 @@
 
 #include "common/clock.h"
 #include "common/log.h"
+#include "common/sign.h"
+#include "worker/control.h"
 #include "worker/sup.h"
 
 struct cel__job *cel__job_alloc(struct cel__sup *s)
@@ -148,6 +150,21 @@ static void delay_eta(struct cel__sup *s, struct cel__job *j, int64_t wait_us)
     cel__job_done(s, j, SETTLE_ACK);
 }
 
+/* --require-signature: checked before any other use of the job (no result, no idempotency
+ * claim, no canvas): a job without a valid signature is dead-lettered unrun. */
+static bool signature_ok(struct cel__sup *s, struct cel__job *j)
+{
+    const struct cel__wcfg *cfg = s->cfg;
+    char why[160];
+    if (!cfg->require_signature || cel_sign_verify(&j->t, j->d.body, cfg->signing_key,
+                                                   cfg->signing_key_len, why, sizeof why) == 0)
+        return true;
+    log_job(CEL_LOG_ERROR, j, "dead-letter", "task %s refused, not run: %s", j->t.id, why);
+    cel__outcome_dead_letter(s, j, "celeriac.SignatureError", why, 0, 0);
+    cel__job_done(s, j, SETTLE_ACK);
+    return false;
+}
+
 static void classify(struct cel__sup *s, struct cel__job *j)
 {
     char err[512] = "";
@@ -162,6 +179,8 @@ static void classify(struct cel__sup *s, struct cel__job *j)
         return;
     }
     j->decoded = true;
+    if (!signature_ok(s, j))
+        return;
     j->reg = cel__registry_ref(s->reg);
     if (!(j->entry = cel__registry_find(s->reg, j->t.task))) {
         reject_unknown(s, j);
@@ -183,6 +202,11 @@ static void classify(struct cel__sup *s, struct cel__job *j)
 static void intake_one(struct cel__sup *s, struct cel__job *j)
 {
     s->last_gen = j->d.conn_gen;
+    if (cel__control_owns(s, &j->d)) { /* consumed without acks: never settled */
+        cel__control_handle(s, j);
+        cel__job_release(s, j);
+        return;
+    }
     unsettled_append(s, j);
     if (s->draining) { /* consumer cancelled: give it back for another worker */
         cel__job_done(s, j, SETTLE_REQUEUE);

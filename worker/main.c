@@ -2,6 +2,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "celeriac/broker.h"
 #include "common/log.h"
 #include "worker/config.h"
 #include "worker/loader.h"
@@ -18,6 +19,8 @@ int main(int argc, char **argv)
         cel__config_free(&cfg);
         return rc < 0 ? 2 : 0;
     }
+    for (int i = 1; i < argc; i++)
+        cel_url_scrub(argv[i]); /* the config holds copies; ps shows amqp://user:****@host */
     cel_log_setup((enum cel_log_level)cfg.loglevel, (enum cel_log_format)cfg.log_format,
                   cfg.hostname, 2);
     struct cel__registry *reg = NULL;

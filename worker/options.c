@@ -12,7 +12,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <openssl/crypto.h>
+
 #include "celeriac/celeriac.h"
+#include "common/amqp_url.h"
 
 enum opt_type { OPT_STR, OPT_INT, OPT_LONG, OPT_DOUBLE, OPT_BOOL, OPT_CHOICE, OPT_LEVEL };
 
@@ -75,6 +78,31 @@ static const struct opt opts[] = {
      "a service that fails to load aborts startup"},
     {"max-message-size", 0, "CELERIAC_MAX_MESSAGE_SIZE", OPT_LONG, OFF(max_message_size), 0, NULL,
      "B", "largest accepted message body in bytes (default 16 MiB)"},
+    {"max-nesting", 0, "CELERIAC_MAX_NESTING", OPT_LONG, OFF(max_nesting), 1, NULL, "N",
+     "deepest nesting of arrays/maps accepted in a message (default 64)"},
+    {"max-items", 0, "CELERIAC_MAX_ITEMS", OPT_LONG, OFF(max_items), 1, NULL, "N",
+     "most elements of one array or map accepted in a message (default 1000000)"},
+    {"max-string", 0, "CELERIAC_MAX_STRING", OPT_LONG, OFF(max_string), 1, NULL, "B",
+     "longest string accepted in a message, in bytes (default 8 MiB)"},
+    {"max-result-size", 0, "CELERIAC_MAX_RESULT_SIZE", OPT_LONG, OFF(max_result_size), 0, NULL, "B",
+     "largest handler result in bytes (packed); a larger one fails the job with "
+     "celeriac.ResultTooLarge instead of being stored (default 1 MiB; 0 = unlimited)"},
+    {"signing-key-file", 0, "CELERIAC_SIGNING_KEY_FILE", OPT_STR, OFF(signing_key_file), 0, NULL,
+     "FILE",
+     "HMAC-SHA256 key (mode 0600, >= 16 bytes): messages this worker publishes (retries, "
+     "canvas follow-ups, enqueues) are signed with it"},
+    {"require-signature", 0, "CELERIAC_REQUIRE_SIGNATURE", OPT_BOOL, OFF(require_signature), 0,
+     NULL, NULL,
+     "dead-letter, unrun, every job without a valid x-celeriac-signature (needs "
+     "--signing-key-file)"},
+    {"tls-ca", 0, "CELERIAC_TLS_CA", OPT_STR, OFF(tls_ca), 0, NULL, "FILE",
+     "amqps: CA bundle that signs the broker's certificate (default: the system's)"},
+    {"tls-cert", 0, "CELERIAC_TLS_CERT", OPT_STR, OFF(tls_cert), 0, NULL, "FILE",
+     "amqps: client certificate (PEM)"},
+    {"tls-key", 0, "CELERIAC_TLS_KEY", OPT_STR, OFF(tls_key), 0, NULL, "FILE",
+     "amqps: client private key (PEM)"},
+    {"tls-insecure", 0, "CELERIAC_TLS_INSECURE", OPT_BOOL, OFF(tls_insecure), 0, NULL, NULL,
+     "amqps: do not verify the broker's certificate and host name (testing only)"},
     {"queue-type", 0, "CELERIAC_QUEUE_TYPE", OPT_CHOICE, OFF(queue_type), 0, "classic|quorum", "T",
      "declare the queues classic (default) or quorum (replicated; every client declaring them "
      "must agree, e.g. producer --queue-type)"},
@@ -234,6 +262,7 @@ static int set_defaults(struct cel__wcfg *cfg)
     cfg->max_crashes = 3;
     cfg->shutdown_timeout = 60;
     cfg->result_expires = 86400;
+    cfg->max_result_size = 1L << 20;
     char host[256] = "localhost";
     gethostname(host, sizeof host - 1);
     host[sizeof host - 1] = '\0';
@@ -319,6 +348,41 @@ static int require(const char *v, const char *flag, const char *env, char *err, 
     return v ? 0 : fail(err, errlen, "missing %s (or %s)", flag, env);
 }
 
+/* CELERIAC_BROKER_URL_FILE: the URL (with its password) kept out of argv and the environment. */
+static int broker_from_file(struct cel__wcfg *cfg, char *err, size_t errlen)
+{
+    const char *file = getenv("CELERIAC_BROKER_URL_FILE"), *env = getenv("CELERIAC_BROKER_URL");
+    if (!file || !*file || (cfg->broker && !(env && strcmp(cfg->broker, env) == 0)))
+        return 0; /* --broker wins over the file, which wins over $CELERIAC_BROKER_URL */
+    char why[256] = "", *url = NULL;
+    int rc = cel_broker_url_load(NULL, &url, why, sizeof why);
+    if (rc < 0)
+        return fail(err, errlen, "CELERIAC_BROKER_URL_FILE: %s", why);
+    size_t n = strlen(url);
+    while (n && strchr(" \t\r\n", url[n - 1]))
+        url[--n] = '\0';
+    free(cfg->broker);
+    cfg->broker = url;
+    return 0;
+}
+
+static int load_signing_key(struct cel__wcfg *cfg, char *err, size_t errlen)
+{
+    if (cfg->require_signature && !cfg->signing_key_file)
+        return fail(err, errlen,
+                    "--require-signature needs --signing-key-file (or "
+                    "CELERIAC_SIGNING_KEY_FILE)");
+    if (!cfg->signing_key_file)
+        return 0;
+    char why[512] = "";
+    size_t len = sizeof cfg->signing_key;
+    int rc = cel_sign_load_key(cfg->signing_key_file, cfg->signing_key, &len, why, sizeof why);
+    if (rc < 0)
+        return fail(err, errlen, "%s", why);
+    cfg->signing_key_len = len;
+    return 0;
+}
+
 int cel__config_parse(struct cel__wcfg *cfg, int argc, char **argv, char *err, size_t errlen)
 {
     int rc = set_defaults(cfg);
@@ -328,6 +392,8 @@ int cel__config_parse(struct cel__wcfg *cfg, int argc, char **argv, char *err, s
         rc = apply_arg(cfg, argc, argv, &i, err, errlen);
     if (rc != 0)
         return rc;
+    if ((rc = broker_from_file(cfg, err, errlen)) != 0)
+        return rc;
     if ((rc = require(cfg->queues, "--queue", "CELERIAC_QUEUE", err, errlen)) ||
         (rc = require(cfg->broker, "--broker", "CELERIAC_BROKER_URL", err, errlen)) ||
         (rc = require(cfg->backend, "--backend", "CELERIAC_RESULT_BACKEND", err, errlen)))
@@ -336,6 +402,8 @@ int cel__config_parse(struct cel__wcfg *cfg, int argc, char **argv, char *err, s
         return fail(err, errlen, "--metrics-port: %d is not a TCP port", cfg->metrics_port);
     if (!cfg->services && !(cfg->services = default_services()))
         return CEL_ENOMEM;
+    if ((rc = load_signing_key(cfg, err, errlen)) != 0)
+        return rc;
     return split_queues(cfg, err, errlen);
 }
 
@@ -349,6 +417,8 @@ void cel__config_free(struct cel__wcfg *cfg)
         }
     free(cfg->queue_list);
     cfg->queue_list = NULL;
+    OPENSSL_cleanse(cfg->signing_key, sizeof cfg->signing_key);
+    cfg->signing_key_len = 0;
 }
 
 void cel__config_usage(FILE *out)

@@ -11,6 +11,7 @@
 
 #include "common/clock.h"
 #include "common/log.h"
+#include "common/sign.h"
 #include "common/uuid.h"
 #include "worker/canvas.h"
 #include "worker/sup.h"
@@ -119,13 +120,20 @@ int cel__outcome_publish_task(struct cel__sup *s, struct cel__job *j, const stru
     struct cel_table *headers = cel_arena_calloc(&j->arena, sizeof *headers);
     if (!props || !headers)
         return CEL_ENOMEM;
+    /* a copy of the job's task carries its old signature: never republish that one */
+    struct cel_task unsigned_t = *t;
+    unsigned_t.signature = NULL;
     cel_buf_clear(&s->scratch);
-    int rc = cel_task_encode(t, &j->arena, props, headers, &s->scratch);
+    int rc = cel_task_encode(&unsigned_t, &j->arena, props, headers, &s->scratch);
     if (rc < 0)
         return rc;
     struct cel_span body = arena_copy(&j->arena, cel_buf_span(&s->scratch));
     if (!body.ptr)
         return CEL_ENOMEM;
+    if (s->cfg->signing_key_len &&
+        (rc = cel_sign_headers(&unsigned_t, body, s->cfg->signing_key, s->cfg->signing_key_len,
+                               &j->arena, headers)) < 0)
+        return rc;
     struct cel_publish p = {"", queue, props, headers, body, delay_s, false};
     return add_pub(j, &p);
 }
@@ -441,9 +449,11 @@ static void time_limit_exceeded(struct cel__sup *s, struct cel__job *j)
     snprintf(msg, sizeof msg, "TimeLimitExceeded(%g,)", j->hard_limit_s);
     exc.message = msg;
     s->processed++;
-    log_outcome(s, j, CEL_LOG_ERROR, "failure", "hard time limit (%g s) exceeded: child killed",
-                j->hard_limit_s);
+    log_outcome(s, j, CEL_LOG_ERROR, "failure",
+                "hard time limit (%g s) exceeded: child killed, dead-lettered", j->hard_limit_s);
     on_failure(s, j, &exc);
+    /* DESIGN section 4: a job killed at its hard limit is kept for replay, like other kills */
+    cel__outcome_dead_letter(s, j, "TimeLimitExceeded", msg, 1, SIGKILL);
     cel__job_done(s, j, SETTLE_ACK);
 }
 

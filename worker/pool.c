@@ -38,7 +38,7 @@ static int spawn(struct cel__sup *s, struct cel__child *c)
             _exit(71);
         close_range(4, ~0u, 0);
         struct cel__child_opts o = {c->index, s->cfg->hostname, s->cfg->max_memory_per_child,
-                                    parent};
+                                    parent, s->cfg->max_result_size};
         cel__child_main(3, s->reg, &o);
     }
     close(sv[1]);
@@ -73,6 +73,7 @@ int cel__pool_start(struct cel__sup *s)
 {
     if (s->solo) {
         cel__job_init(&s->solo_job);
+        s->solo_job.max_result = (size_t)s->cfg->max_result_size;
         cel__registry_init_services(s->reg, &cel__host);
         return 0;
     }

@@ -10,6 +10,7 @@
 
 #include "common/clock.h"
 #include "common/log.h"
+#include "worker/control.h"
 #include "worker/sup.h"
 
 #define TICK_US 250000 /* the longest poll: timers are checked at least this often */
@@ -33,7 +34,11 @@ static int open_broker(struct cel__sup *s)
     struct cel_broker_opts o = {.url = s->cfg->broker,
                                 .queue_type =
                                     s->cfg->queue_type == CEL__QUEUE_QUORUM ? "quorum" : NULL,
-                                .delivery_limit = s->cfg->delivery_limit};
+                                .delivery_limit = s->cfg->delivery_limit,
+                                .tls_ca = s->cfg->tls_ca,
+                                .tls_cert = s->cfg->tls_cert,
+                                .tls_key = s->cfg->tls_key,
+                                .tls_insecure = s->cfg->tls_insecure};
     cel_url_redact(s->cfg->broker, where, sizeof where);
     if (!(s->bc = cel_broker_class_for(s->cfg->broker))) {
         cel_log_error("broker %s: unsupported URL scheme", where);
@@ -50,6 +55,7 @@ static int open_broker(struct cel__sup *s)
     if (prefetch > 65535)
         prefetch = 65535;
     s->prefetch = (size_t)prefetch;
+    cel__control_start(s); /* before the task queues: broadcasts are heard once a job runs */
     for (size_t i = 0; i < s->cfg->n_queues && rc == 0; i++) {
         const char *q = s->cfg->queue_list[i];
         if ((rc = s->bc->declare(s->broker, q)) == 0)
@@ -335,6 +341,13 @@ static void log_start(const struct cel__sup *s)
                  s->solo ? 1 : s->cfg->concurrency, s->reg->n_tasks, b, r);
     if (s->solo && s->cfg->time_limit > 0)
         cel_log_warning("--pool solo cannot enforce hard time limits (soft limits work)");
+    if (s->cfg->tls_insecure)
+        cel_log_warning("--tls-insecure: the broker's certificate is not verified");
+    if (s->cfg->require_signature)
+        cel_log_info("signatures required: unsigned or forged jobs are dead-lettered unrun");
+    else if (s->cfg->signing_key_len)
+        cel_log_info("signing published messages; unsigned jobs are accepted "
+                     "(--require-signature to refuse them)");
 }
 
 static void init_state(struct cel__sup *s, const struct cel__wcfg *cfg, struct cel__registry *reg)
@@ -346,6 +359,12 @@ static void init_state(struct cel__sup *s, const struct cel__wcfg *cfg, struct c
     s->limits = cel_default_limits;
     if (cfg->max_message_size > 0)
         s->limits.max_body = (size_t)cfg->max_message_size;
+    if (cfg->max_nesting > 0)
+        s->limits.max_depth = (size_t)cfg->max_nesting;
+    if (cfg->max_items > 0)
+        s->limits.max_items = (size_t)cfg->max_items;
+    if (cfg->max_string > 0)
+        s->limits.max_str = (size_t)cfg->max_string;
     char host[256] = "localhost";
     gethostname(host, sizeof host - 1);
     snprintf(s->origin, sizeof s->origin, "gen%ld@%s", (long)getpid(), host);

@@ -50,6 +50,10 @@ struct cel_client_config {
                                       workers' declaration); NULL = $CELERIAC_QUEUE_TYPE */
     int max_priority;              /* > 0: x-max-priority on declared queues (same caveat);
                                       0 = $CELERIAC_MAX_PRIORITY */
+    const char *signing_key_file;  /* HMAC key (mode 0600, >= 16 bytes): every published task
+                                      (and every replayed dead letter) carries an
+                                      x-celeriac-signature; NULL = $CELERIAC_SIGNING_KEY_FILE,
+                                      unset = unsigned. A bad file fails cel_client_open() */
 };
 
 /* A Celery signature for link / link_error / chain: task name plus optional msgpack parts.

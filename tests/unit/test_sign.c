@@ -232,6 +232,60 @@ static void survives_encode_and_decode(void **state)
     }
 }
 
+static size_t count_sig_headers(const struct cel_table *h, const char **val)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < h->n; i++)
+        if (h->items[i].key.len == strlen(CEL_SIGN_HEADER) &&
+            memcmp(h->items[i].key.ptr, CEL_SIGN_HEADER, h->items[i].key.len) == 0) {
+            *val = h->items[i].v.u.s.ptr;
+            n++;
+        }
+    return n;
+}
+
+/* cel_sign_headers: signs an encoded message in place; a stale signature is replaced, not
+ * duplicated, and the result verifies after decoding. */
+static void sign_headers_replaces(void **state)
+{
+    struct cel_arena a;
+    struct cel_props props;
+    struct cel_table headers;
+    struct cel_buf body = CEL_BUF_INIT;
+    char err[256];
+    const char *val = NULL;
+    cel_arena_init(&a, 0);
+    struct cel_task t;
+    cel_task_init(&t);
+    t.task = "bench.noop";
+    t.id = "00000000-0000-0000-0000-000000000009";
+    t.retries = 4;
+    t.signature = "stale-signature";
+    assert_int_equal(cel_task_encode(&t, &a, &props, &headers, &body), 0);
+    size_t before = headers.n;
+    assert_int_equal(count_sig_headers(&headers, &val), 1);
+    assert_int_equal(cel_sign_headers(&t, cel_buf_span(&body), KEY, KEYLEN, &a, &headers), 0);
+    assert_int_equal(headers.n, before);
+    assert_int_equal(count_sig_headers(&headers, &val), 1);
+    assert_int_equal(strlen(val), CEL_SIGN_HEX_LEN);
+
+    t.signature = NULL;
+    cel_buf_clear(&body);
+    assert_int_equal(cel_task_encode(&t, &a, &props, &headers, &body), 0);
+    assert_int_equal(count_sig_headers(&headers, &val), 0);
+    assert_int_equal(cel_sign_headers(&t, cel_buf_span(&body), KEY, KEYLEN, &a, &headers), 0);
+    assert_int_equal(count_sig_headers(&headers, &val), 1);
+
+    struct cel_task back;
+    assert_int_equal(cel_task_decode(&back, &a, &props, &headers, body.data, body.len,
+                                     &cel_default_limits, err, sizeof err),
+                     0);
+    assert_int_equal(cel_sign_verify(&back, cel_buf_span(&body), KEY, KEYLEN, err, sizeof err), 0);
+    assert_int_equal(cel_sign_headers(&t, cel_buf_span(&body), KEY, 0, &a, &headers), CEL_EINVAL);
+    cel_buf_free(&body);
+    cel_arena_free(&a);
+}
+
 static void bad_arguments(void **state)
 {
     char out[CEL_SIGN_HEX_LEN + 1];
@@ -343,6 +397,7 @@ int main(void)
         cmocka_unit_test(every_signed_field_counts),
         cmocka_unit_test(verify_accepts_and_rejects),
         cmocka_unit_test(survives_encode_and_decode),
+        cmocka_unit_test(sign_headers_replaces),
         cmocka_unit_test(bad_arguments),
         cmocka_unit_test_setup_teardown(key_file_good, make_dir, remove_dir),
         cmocka_unit_test_setup_teardown(key_file_refused, make_dir, remove_dir),
