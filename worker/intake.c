@@ -9,6 +9,7 @@
 #include "common/clock.h"
 #include "common/log.h"
 #include "common/sign.h"
+#include "worker/control.h"
 #include "worker/sup.h"
 
 struct cel__job *cel__job_alloc(struct cel__sup *s)
@@ -201,6 +202,11 @@ static void classify(struct cel__sup *s, struct cel__job *j)
 static void intake_one(struct cel__sup *s, struct cel__job *j)
 {
     s->last_gen = j->d.conn_gen;
+    if (cel__control_owns(s, &j->d)) { /* consumed without acks: never settled */
+        cel__control_handle(s, j);
+        cel__job_release(s, j);
+        return;
+    }
     unsettled_append(s, j);
     if (s->draining) { /* consumer cancelled: give it back for another worker */
         cel__job_done(s, j, SETTLE_REQUEUE);

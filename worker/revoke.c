@@ -60,33 +60,39 @@ static const bool *lookup(const struct cel__revoked *r, const char *id)
     return r->ids[k] ? &r->terminate[k] : NULL;
 }
 
-static void terminate_running(struct cel__sup *s, const char *id)
+static int terminate_running(struct cel__sup *s, const char *id)
 {
+    int n = 0;
     for (int i = 0; i < s->n_children; i++) {
         struct cel__child *c = &s->children[i];
         if (c->job && c->job->kill == KILL_NONE && strcmp(c->job->t.id, id) == 0) {
             c->job->kill = KILL_REVOKED;
             kill(c->pid, SIGKILL);
             cel_log_info("revoke: terminating task %s (child %d)", id, c->index);
+            n++;
         }
     }
+    return n;
+}
+
+int cel__revoke_add(struct cel__sup *s, const char *id, bool terminate)
+{
+    struct cel__revoked *r = &s->revoked;
+    if ((r->n + 1) * 2 > r->cap && grow(r) < 0)
+        return CEL_ENOMEM;
+    size_t k = slot_of(r, id);
+    if (!r->ids[k]) {
+        if (!(r->ids[k] = strdup(id)))
+            return CEL_ENOMEM;
+        r->n++;
+    }
+    r->terminate[k] |= terminate;
+    return terminate ? terminate_running(s, id) : 0;
 }
 
 static void on_revoked(void *ctx, const char *id, bool terminate)
 {
-    struct cel__sup *s = ctx;
-    struct cel__revoked *r = &s->revoked;
-    if ((r->n + 1) * 2 > r->cap && grow(r) < 0)
-        return;
-    size_t k = slot_of(r, id);
-    if (!r->ids[k]) {
-        if (!(r->ids[k] = strdup(id)))
-            return;
-        r->n++;
-    }
-    r->terminate[k] |= terminate;
-    if (terminate)
-        terminate_running(s, id);
+    cel__revoke_add(ctx, id, terminate);
 }
 
 void cel__revoke_poll(struct cel__sup *s, int64_t now)

@@ -15,8 +15,8 @@
  *   a token lets later jobs pass for up to 1 s, then goes back through the delay levels.
  * - The solo pool runs jobs in the supervisor in batches, with prefetch 64 x multiplier; it
  *   cannot enforce hard time limits (soft limits work).
- * - Not supported: Celery's pidbox broadcast (app.control.revoke from Python): revocations are
- *   read from Redis (producer revoke), which needs no broker support beyond the task queues.
+ * - Revocations come two ways into one set: read from Redis (producer revoke) and from Celery's
+ *   pidbox broadcast (app.control.revoke from Python, control.c), which records them in Redis too.
  * - Test hook: CELERIAC_FAULT_KILL_BEFORE_ACK=<task> SIGKILLs the worker after a batch holding a
  *   job of that task that ran was stored, before its ack (tests/integration/test_lifecycle.py). */
 #ifndef CEL_WORKER_SUP_H
@@ -164,6 +164,10 @@ struct cel__sup {
     const char *fault_kill_before_ack;
     int64_t next_renew_us;
 
+    /* remote control (control.c) */
+    char control_queue[300]; /* "<hostname>.celery.pidbox"; "" when remote control is off */
+    uint64_t control_clock;  /* Lamport clock stamped on pidbox replies */
+
     /* stats */
     uint64_t processed, failed, retried;
     int64_t started_wall_us;
@@ -215,6 +219,9 @@ void cel__revoke_poll(struct cel__sup *s, int64_t now);
  * the job is settled */
 bool cel__revoke_check(struct cel__sup *s, struct cel__job *j);
 void cel__revoke_free(struct cel__sup *s);
+/* Adds id to the in-memory set; with terminate kills the child running it. Returns how many
+ * children were told to die, or CEL_ENOMEM. */
+int cel__revoke_add(struct cel__sup *s, const char *id, bool terminate);
 
 /* presence.c: the worker registry in Redis (producer inspect workers) */
 void cel__presence_beat(struct cel__sup *s, int64_t now);

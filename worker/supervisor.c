@@ -10,6 +10,7 @@
 
 #include "common/clock.h"
 #include "common/log.h"
+#include "worker/control.h"
 #include "worker/sup.h"
 
 #define TICK_US 250000 /* the longest poll: timers are checked at least this often */
@@ -51,6 +52,7 @@ static int open_broker(struct cel__sup *s)
     if (prefetch > 65535)
         prefetch = 65535;
     s->prefetch = (size_t)prefetch;
+    cel__control_start(s); /* before the task queues: broadcasts are heard once a job runs */
     for (size_t i = 0; i < s->cfg->n_queues && rc == 0; i++) {
         const char *q = s->cfg->queue_list[i];
         if ((rc = s->bc->declare(s->broker, q)) == 0)

@@ -132,15 +132,22 @@ static int amqp_declare(struct cel_broker *broker, const char *name)
 
 /* ---- consuming ---- */
 
-static int consume_one(struct cel__amqp *b, struct cel__amqp_queue *q)
+/* A control queue is declared again first (it is auto-delete) and consumed without acks and
+ * without a basic.qos, which would otherwise apply to it. */
+int cel__amqp_consume(struct cel__amqp *b, struct cel__amqp_queue *q)
 {
     q->consuming = false; /* a channel reopened because of this very failure skips it */
-    amqp_basic_qos(b->rx.st, CEL__AMQP_CH, 0, q->prefetch, 0);
-    int rc = cel__amqp_rpc_check(b, &b->rx, CEL__AMQP_CH, "basic.qos");
+    int rc = 0;
+    if (q->control) {
+        rc = cel__amqp_declare_control(b, q);
+    } else {
+        amqp_basic_qos(b->rx.st, CEL__AMQP_CH, 0, q->prefetch, 0);
+        rc = cel__amqp_rpc_check(b, &b->rx, CEL__AMQP_CH, "basic.qos");
+    }
     amqp_basic_consume_ok_t *ok = NULL;
     if (rc == 0) {
         ok = amqp_basic_consume(b->rx.st, CEL__AMQP_CH, amqp_cstring_bytes(q->name),
-                                amqp_empty_bytes, 0, 0, 0, amqp_empty_table);
+                                amqp_empty_bytes, 0, q->control, 0, amqp_empty_table);
         rc = cel__amqp_rpc_check(b, &b->rx, CEL__AMQP_CH, "basic.consume");
     }
     q->consuming = rc == 0 || rc == CEL_ECONN || rc == CEL_ETIMEDOUT;
@@ -157,7 +164,7 @@ int cel__amqp_consume_all(struct cel__amqp *b)
     for (size_t i = 0; i < b->nq && b->rx.st; i++) {
         if (!b->q[i].consuming || b->q[i].ctag)
             continue;
-        int r = consume_one(b, &b->q[i]);
+        int r = cel__amqp_consume(b, &b->q[i]);
         rc = rc ? rc : r;
     }
     return b->rx.st ? rc : CEL_ECONN;
@@ -174,7 +181,7 @@ static int amqp_consume(struct cel_broker *broker, const char *name, uint16_t pr
     q->prefetch = prefetch;
     if (q->ctag)
         return 0;
-    return consume_one(b, q);
+    return cel__amqp_consume(b, q);
 }
 
 static const char *dup_bytes(struct cel_arena *a, amqp_bytes_t x)
@@ -569,4 +576,5 @@ const struct cel_broker_class cel__amqp_broker_class = {
     .queue_info = amqp_queue_info,
     .get = amqp_get,
     .purge = amqp_purge,
+    .control = cel__amqp_control,
 };

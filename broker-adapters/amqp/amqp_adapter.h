@@ -40,6 +40,7 @@ struct cel__amqp_queue {
     bool consuming;   /* consume() asked for it and cancel() did not stop it */
     uint16_t prefetch;
     char *ctag; /* consumer tag on the current rx connection, NULL when not consuming */
+    bool control; /* the remote control queue: declared before every consume, no_ack */
 };
 
 struct cel__amqp {
@@ -99,11 +100,19 @@ int cel__amqp_publish(struct cel_broker *broker, const struct cel_publish *msgs,
 
 /* amqp.c */
 int cel__amqp_consume_all(struct cel__amqp *b);
+/* Starts consuming q on rx (remembered: consuming, ctag). */
+int cel__amqp_consume(struct cel__amqp *b, struct cel__amqp_queue *q);
 struct cel__amqp_queue *cel__amqp_queue_find(struct cel__amqp *b, const char *name, bool add);
 
 /* amqp_delay.c */
 int cel__amqp_declare_delay(struct cel__amqp *b);
 int cel__amqp_bind_delay(struct cel__amqp *b, struct cel__amqp_queue *q);
 int cel__amqp_declare_queue(struct cel__amqp *b, struct cel__amqp_queue *q);
+
+/* amqp_control.c */
+/* The pidbox exchanges and queue q (spec 6.1), on tx; before each consume of q, since an
+ * auto-delete queue goes away with its consumer. */
+int cel__amqp_declare_control(struct cel__amqp *b, struct cel__amqp_queue *q);
+int cel__amqp_control(struct cel_broker *broker, const char *node, char *name, size_t namelen);
 
 #endif

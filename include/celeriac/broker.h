@@ -104,7 +104,20 @@ struct cel_broker_class {
     int (*get)(struct cel_broker *b, const char *queue, struct cel_delivery *d,
                struct cel_arena *a);
     int (*purge)(struct cel_broker *b, const char *queue, uint32_t *purged);
+
+    /* Celery's remote control (spec 6.1) for node `node`: declares the fanout exchange
+     * CEL_PIDBOX_EXCHANGE and the direct reply exchange CEL_PIDBOX_REPLY_EXCHANGE (both
+     * durable=false) and the queue "<node>.celery.pidbox" (durable=false, auto_delete, x-expires
+     * 10 s, x-message-ttl 300 s) bound with key "", and consumes it without acks. Its deliveries
+     * come out of next() with d->queue set to that name and must never be settled. The queue
+     * name is written to name (when not NULL). Remembered for reconnect(), stopped by cancel().
+     * Replies go out through publish() to CEL_PIDBOX_REPLY_EXCHANGE. NULL when unsupported. */
+    int (*control)(struct cel_broker *b, const char *node, char *name, size_t namelen);
 };
+
+#define CEL_PIDBOX_EXCHANGE "celery.pidbox"
+#define CEL_PIDBOX_REPLY_EXCHANGE "reply.celery.pidbox"
+#define CEL_PIDBOX_SUFFIX ".celery.pidbox"
 
 /* The adapter for a URL's scheme, or NULL. */
 const struct cel_broker_class *cel_broker_class_for(const char *url);
