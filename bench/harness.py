@@ -3,7 +3,16 @@
 against Debian's Celery 5.2.6, all measured in one run on the same RabbitMQ and Redis so the
 ratios hold on a noisy machine. Each measurement runs REPEAT times (median and spread).
 
-Writes a table to the terminal, build/bench/results.json and build/bench/throughput.png."""
+Writes a table to the terminal, build/bench/results.json and build/bench/throughput.png.
+Environment: REPEAT (3), BENCH_JOBS (50000), BENCH_CELERY_JOBS (10000), BENCH_RTT (2000),
+BENCH_DELAYED (100000);
+BENCH_LONG=1 runs only the long check instead: BENCH_LONG_JOBS (1000000) jobs through one
+prefork -c 2 worker, its memory sampled after every tenth (build/bench/long.json).
+
+Drain rates are timed from the first stored result to the last, so the workers' startup (about
+1 s for Celery) is not counted. Memory is reported as the sum of RSS over the supervisor and its
+children and as the sum of PSS (shared pages split between the processes that map them: the
+memory the tree really costs, as forked children share the supervisor's pages)."""
 import json
 import os
 import resource
@@ -20,9 +29,12 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUILD = os.path.join(ROOT, "build")
 OUT = os.path.join(BUILD, "bench")
 REPEAT = int(os.environ.get("REPEAT", "3"))
-N = int(os.environ.get("BENCH_JOBS", "100000"))
-N_CELERY = int(os.environ.get("BENCH_CELERY_JOBS", "20000"))
+N = int(os.environ.get("BENCH_JOBS", "50000"))
+LONG = os.environ.get("BENCH_LONG") == "1"
+N_LONG = int(os.environ.get("BENCH_LONG_JOBS", "1000000"))
+N_CELERY = int(os.environ.get("BENCH_CELERY_JOBS", "10000"))
 N_RTT = int(os.environ.get("BENCH_RTT", "2000"))
+N_DELAYED = int(os.environ.get("BENCH_DELAYED", "100000"))
 BROKER = os.environ["CELERIAC_BROKER_URL"]
 BACKEND_BASE = os.environ["CELERIAC_RESULT_BACKEND"].rsplit("/", 1)[0]
 RESULT_DB = 7
@@ -113,22 +125,46 @@ def tree_rss_kb(pid):
     return total
 
 
+def tree_pss_kb(pid):
+    pids = [pid]
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            pids += [int(p) for p in f.read().split()]
+    except OSError:
+        pass
+    total = 0
+    for p in pids:
+        try:
+            with open(f"/proc/{p}/smaps_rollup") as f:
+                for line in f:
+                    if line.startswith("Pss:"):
+                        total += int(line.split()[1])
+        except OSError:
+            pass
+    return total
+
+
 def drain(kind, pool, conc, n):
     queue = f"bench-{kind}-{pool}-{conc}-{os.getpid()}"
     R.flushdb()
     bulk(jobs_file(queue, n))
-    t0 = time.monotonic()
     proc = start_worker(kind, queue, pool, conc)
     peak = 0
-    deadline = t0 + 600
-    while R.dbsize() < n:
+    deadline = time.monotonic() + 600
+    t0 = None
+    while True:
+        done = R.dbsize()
+        if t0 is None and done:
+            t0, first = time.monotonic(), done
+        if done >= n:
+            break
         peak = max(peak, tree_rss_kb(proc.pid))
         if time.monotonic() > deadline or proc.poll() is not None:
-            raise RuntimeError(f"{kind} drain stalled at {R.dbsize()}/{n}")
-        time.sleep(0.01)
+            raise RuntimeError(f"{kind} drain stalled at {done}/{n}")
+        time.sleep(0.005)
     elapsed = time.monotonic() - t0
     cpu = stop_worker(proc)
-    return {"rate": n / elapsed, "cpu_us_per_job": cpu / n * 1e6, "peak_rss_kb": peak}
+    return {"rate": (n - first) / elapsed, "cpu_us_per_job": cpu / n * 1e6, "peak_rss_kb": peak}
 
 
 def end_to_end(kind, pool, conc, n):
@@ -140,8 +176,8 @@ def end_to_end(kind, pool, conc, n):
     t0 = time.monotonic()
     bulk(path)
     t1 = wait_results(n)
-    stop_worker(proc)
-    return {"rate": n / (t1 - t0)}
+    cpu = stop_worker(proc)
+    return {"rate": n / (t1 - t0), "cpu_us_per_job": cpu / n * 1e6}
 
 
 def latency(kind, n):
@@ -169,15 +205,39 @@ def latency(kind, n):
 
 
 def delayed_rss(n):
+    """Delayed jobs wait in the broker's delay queues, not in the worker: its memory must not
+    move while they are published."""
     queue = f"bench-delay-{os.getpid()}"
     proc = start_worker("celeriac", queue, "prefork", 2)
     time.sleep(1.0)
-    idle = tree_rss_kb(proc.pid)
+    idle, idle_pss = tree_rss_kb(proc.pid), tree_pss_kb(proc.pid)
     bulk(jobs_file(queue, n, {"countdown": 3600}))
     time.sleep(2.0)
-    after = tree_rss_kb(proc.pid)
+    after, after_pss = tree_rss_kb(proc.pid), tree_pss_kb(proc.pid)
     stop_worker(proc)
-    return {"idle_rss_kb": idle, "rss_after_delayed_kb": after, "delayed_jobs": n}
+    return {"idle_rss_kb": idle, "idle_pss_kb": idle_pss, "rss_after_delayed_kb": after,
+            "pss_after_delayed_kb": after_pss, "delayed_jobs": n}
+
+
+def long_run(n, chunk=100000):
+    """n jobs through one prefork -c 2 worker in chunks published while it consumes; the
+    worker's memory after each chunk (the results DB is emptied between chunks)."""
+    queue = f"bench-long-{os.getpid()}"
+    proc = start_worker("celeriac", queue, "prefork", 2)
+    time.sleep(1.0)
+    samples = [{"jobs": 0, "rss_kb": tree_rss_kb(proc.pid), "pss_kb": tree_pss_kb(proc.pid)}]
+    path = jobs_file(queue, chunk)
+    t0 = time.monotonic()
+    for done in range(chunk, n + 1, chunk):
+        R.flushdb()
+        bulk(path)
+        wait_results(chunk)
+        samples.append({"jobs": done, "rss_kb": tree_rss_kb(proc.pid),
+                        "pss_kb": tree_pss_kb(proc.pid), "seconds": time.monotonic() - t0})
+        log(f"  {done} jobs: RSS {samples[-1]['rss_kb']} KB, PSS {samples[-1]['pss_kb']} KB")
+    cpu = stop_worker(proc)
+    return {"jobs": n, "samples": samples, "cpu_us_per_job": cpu / n * 1e6,
+            "growth_after_first_chunk_kb": samples[-1]["rss_kb"] - samples[1]["rss_kb"]}
 
 
 def repeat(fn, *args):
@@ -185,66 +245,144 @@ def repeat(fn, *args):
     return {k: stats([r[k] for r in runs]) for k in runs[0]}
 
 
+def machine():
+    with open("/proc/loadavg") as f:
+        load = f.read().split()[:3]
+    return {"date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+            "loadavg": [float(x) for x in load], "cpus": os.cpu_count()}
+
+
+def section(res, name, fn, *args):
+    t = time.monotonic()
+    res[name] = fn(*args)
+    res["seconds"][name] = round(time.monotonic() - t, 1)
+
+
 def main():
     os.makedirs(OUT, exist_ok=True)
-    res = {"repeat": REPEAT, "jobs": N, "celery_jobs": N_CELERY, "host_cpus": os.cpu_count()}
+    if LONG:
+        log(f"long run: {N_LONG} jobs through one prefork -c 2 worker")
+        res = {"start": machine(), "long": long_run(N_LONG)}
+        res["end"] = machine()
+        with open(os.path.join(OUT, "long.json"), "w") as f:
+            json.dump(res, f, indent=2)
+        first, last = res["long"]["samples"][1], res["long"]["samples"][-1]
+        print(f"{N_LONG} jobs: RSS {first['rss_kb'] / 1024:.1f} MiB after {first['jobs']}, "
+              f"{last['rss_kb'] / 1024:.1f} MiB after {last['jobs']} (PSS {first['pss_kb'] / 1024:.1f}"
+              f" -> {last['pss_kb'] / 1024:.1f} MiB), {res['long']['cpu_us_per_job']:.1f} us CPU/job")
+        return
+    res = {"repeat": REPEAT, "jobs": N, "celery_jobs": N_CELERY, "rtt_jobs": N_RTT,
+           "start": machine(), "seconds": {}}
     log("ceiling: rabbitmq-c + hiredis loops")
-    res["ceiling_drain"] = repeat(lambda: ceiling("drain", N, 256))
-    res["ceiling_single"] = repeat(lambda: ceiling("single", N // 5))
-    res["ceiling_publish"] = repeat(lambda: ceiling("publish", N, 500))
-    res["ceiling_duplex"] = repeat(lambda: ceiling("duplex", N, 500))
-    res["ceiling_rtt"] = repeat(lambda: ceiling("rtt", N_RTT))
+    section(res, "ceiling_drain", repeat, lambda: ceiling("drain", N, 256))
+    section(res, "ceiling_single", repeat, lambda: ceiling("single", N // 5))
+    section(res, "ceiling_publish", repeat, lambda: ceiling("publish", N, 500))
+    section(res, "ceiling_duplex", repeat, lambda: ceiling("duplex", N, 500))
+    section(res, "ceiling_rtt", repeat, lambda: ceiling("rtt", N_RTT))
     for pool, conc in (("solo", 1), ("prefork", 1), ("prefork", 2)):
         log(f"celeriac drain: {pool} -c {conc}")
-        res[f"celeriac_drain_{pool}_{conc}"] = repeat(drain, "celeriac", pool, conc, N)
+        section(res, f"celeriac_drain_{pool}_{conc}", repeat, drain, "celeriac", pool, conc, N)
     log("celeriac end to end (producer bulk while the worker consumes)")
-    res["celeriac_e2e"] = repeat(end_to_end, "celeriac", "prefork", 2, N)
+    section(res, "celeriac_e2e", repeat, end_to_end, "celeriac", "prefork", 2, N)
     log("celeriac latency")
-    res["celeriac_rtt"] = repeat(latency, "celeriac", N_RTT)
-    log("celeriac RSS with delayed jobs")
-    res["celeriac_delayed"] = delayed_rss(N)
+    section(res, "celeriac_rtt", repeat, latency, "celeriac", N_RTT)
+    log("celeriac memory with delayed jobs")
+    section(res, "celeriac_delayed", delayed_rss, N_DELAYED)
     log("celery drain / end to end / latency")
-    res["celery_drain_prefork_2"] = repeat(drain, "celery", "prefork", 2, N_CELERY)
-    res["celery_e2e"] = repeat(end_to_end, "celery", "prefork", 2, N_CELERY)
-    res["celery_rtt"] = repeat(latency, "celery", N_RTT // 4)
+    section(res, "celery_drain_prefork_2", repeat, drain, "celery", "prefork", 2, N_CELERY)
+    section(res, "celery_e2e", repeat, end_to_end, "celery", "prefork", 2, N_CELERY)
+    section(res, "celery_rtt", repeat, latency, "celery", N_RTT // 4)
+    res["end"] = machine()
+    res["targets"] = targets(res)
     with open(os.path.join(OUT, "results.json"), "w") as f:
         json.dump(res, f, indent=2)
     report(res)
     chart(res)
 
 
+def targets(res):
+    """Issue 9's targets, each as [measured, target, met]."""
+    ceil = med(res, "ceiling_drain")
+    d = res["celeriac_delayed"]
+    t = {k: [v[0], v[1], v[0] >= v[1]] for k, v in
+         {"prefork -c2 drain >= 70% of ceiling": (med(res, "celeriac_drain_prefork_2") / ceil, 0.70),
+          "solo drain >= 80% of ceiling": (med(res, "celeriac_drain_solo_1") / ceil, 0.80),
+          "end to end >= 80% of duplex ceiling":
+              (med(res, "celeriac_e2e") / med(res, "ceiling_duplex"), 0.80),
+          "drain >= 10x Celery's (prefork -c2 both)":
+              (med(res, "celeriac_drain_prefork_2") / med(res, "celery_drain_prefork_2"), 10.0),
+          "p50 3x lower than Celery's":
+              (med(res, "celery_rtt", "p50_ms") / med(res, "celeriac_rtt", "p50_ms"), 3.0)}.items()}
+    for k, v, lim in (("round trip p50 < 0.5 ms", med(res, "celeriac_rtt", "p50_ms"), 0.5),
+                      ("round trip p99 < 2 ms", med(res, "celeriac_rtt", "p99_ms"), 2.0),
+                      ("round trip p50 <= 1.5x the floor's",
+                       med(res, "celeriac_rtt", "p50_ms") / med(res, "ceiling_rtt", "p50_ms"), 1.5),
+                      ("worker CPU per job (prefork -c2) < 20 us",
+                       med(res, "celeriac_drain_prefork_2", "cpu_us_per_job"), 20.0),
+                      ("idle worker with 2 children < 10 MB (PSS)", d["idle_pss_kb"] / 1024, 10.0),
+                      ("idle worker with 2 children < 10 MB (RSS sum)", d["idle_rss_kb"] / 1024,
+                       10.0)):
+        t[k] = [v, lim, v < lim or (k.endswith("floor's") and v <= lim)]
+    t["no growth with delayed jobs (RSS)"] = [d["rss_after_delayed_kb"] - d["idle_rss_kb"], 0,
+                                               d["rss_after_delayed_kb"] <= d["idle_rss_kb"] + 256]
+    return t
+
+
 def med(res, key, field="rate"):
     return res[key][field]["median"]
 
 
+def spread(res, key, field="rate"):
+    r = res[key][field]
+    return f"{r['min']:.0f}-{r['max']:.0f}" if field == "rate" else f"{r['min']:.2f}-{r['max']:.2f}"
+
+
 def report(res):
+    """The results as markdown: printed, and written to build/bench/results.md."""
     ceil = med(res, "ceiling_drain")
-    rows = [("ceiling: consume+store+ack, batched", med(res, "ceiling_drain"), ""),
-            ("ceiling: one message at a time", med(res, "ceiling_single"), ""),
-            ("ceiling: confirming publisher", med(res, "ceiling_publish"), ""),
-            ("ceiling: publisher + consumer at once", med(res, "ceiling_duplex"), "")]
+    rows = [("ceiling: consume + store + ack, batched (rabbitmq-c + hiredis)", "ceiling_drain", ""),
+            ("ceiling: one message at a time", "ceiling_single", ""),
+            ("ceiling: confirming publisher", "ceiling_publish", ""),
+            ("ceiling: publisher + consumer at once", "ceiling_duplex", "")]
     for pool, conc in (("solo", 1), ("prefork", 1), ("prefork", 2)):
         key = f"celeriac_drain_{pool}_{conc}"
-        rows.append((f"celeriac drain {pool} -c{conc}", med(res, key),
+        rows.append((f"celeriac drain, {pool} -c {conc}", key,
                      f"{med(res, key) / ceil:.0%} of ceiling, "
                      f"{med(res, key, 'cpu_us_per_job'):.1f} us CPU/job"))
-    rows.append(("celeriac end to end (bulk + worker)", med(res, "celeriac_e2e"),
+    rows.append(("celeriac end to end (producer bulk + prefork -c 2 worker)", "celeriac_e2e",
                  f"{med(res, 'celeriac_e2e') / med(res, 'ceiling_duplex'):.0%} of duplex ceiling"))
-    rows.append(("celery drain prefork -c2 acks_late", med(res, "celery_drain_prefork_2"),
-                 f"celeriac is {med(res, 'celeriac_drain_prefork_2') / med(res, 'celery_drain_prefork_2'):.1f}x"))
-    rows.append(("celery end to end", med(res, "celery_e2e"), ""))
-    print(f"\n{'measurement':44} {'jobs/s':>10}  notes")
-    for name, rate, note in rows:
-        print(f"{name:44} {rate:10.0f}  {note}")
-    print(f"\n{'round trip (send, run, wait)':44} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8}")
-    for name, key in (("floor: rabbitmq-c + hiredis", "ceiling_rtt"),
-                      ("celeriac (libceleriac)", "celeriac_rtt"), ("celery", "celery_rtt")):
-        print(f"{name:44} {med(res, key, 'p50_ms'):8.3f} {med(res, key, 'p90_ms'):8.3f} "
-              f"{med(res, key, 'p99_ms'):8.3f}")
+    rows.append(("Celery 5.2.6 drain, prefork -c 2, acks_late", "celery_drain_prefork_2",
+                 f"celeriac prefork -c 2 is "
+                 f"{med(res, 'celeriac_drain_prefork_2') / med(res, 'celery_drain_prefork_2'):.1f}x, "
+                 f"{med(res, 'celery_drain_prefork_2', 'cpu_us_per_job'):.0f} us CPU/job"))
+    rows.append(("Celery 5.2.6 end to end", "celery_e2e", ""))
+    st, en = res["start"], res["end"]
+    out = [f"Run {st['date']}, {st['cpus']} CPUs, load average {st['loadavg'][0]:.2f} at the start "
+           f"and {en['loadavg'][0]:.2f} at the end; median of {res['repeat']} runs "
+           f"({res['jobs']} jobs per celeriac run, {res['celery_jobs']} per Celery run).", "",
+           "| measurement | jobs/s | min-max | notes |", "|---|---:|---:|---|"]
+    for name, key, note in rows:
+        out.append(f"| {name} | {med(res, key):.0f} | {spread(res, key)} | {note} |")
+    out += ["", "| round trip (send, run, wait for the result) | p50 ms | p90 ms | p99 ms |",
+            "|---|---:|---:|---:|"]
+    for name, key in (("floor: rabbitmq-c + hiredis (bench/ceiling rtt)", "ceiling_rtt"),
+                      ("celeriac (libceleriac client, prefork -c 1 worker)", "celeriac_rtt"),
+                      ("Celery 5.2.6 (send_task().get(), prefork -c 1)", "celery_rtt")):
+        out.append(f"| {name} | {med(res, key, 'p50_ms'):.3f} | {med(res, key, 'p90_ms'):.3f} | "
+                   f"{med(res, key, 'p99_ms'):.3f} |")
     d = res["celeriac_delayed"]
-    print(f"\nworker RSS (supervisor + 2 children): idle {d['idle_rss_kb'] / 1024:.1f} MiB, "
-          f"with {d['delayed_jobs']} delayed jobs {d['rss_after_delayed_kb'] / 1024:.1f} MiB; "
-          f"peak under load {med(res, 'celeriac_drain_prefork_2', 'peak_rss_kb') / 1024:.1f} MiB")
+    out += ["", f"Worker memory (supervisor + 2 children): idle {d['idle_pss_kb'] / 1024:.1f} MiB "
+            f"PSS ({d['idle_rss_kb'] / 1024:.1f} MiB summed RSS); after {d['delayed_jobs']} delayed "
+            f"jobs were published {d['pss_after_delayed_kb'] / 1024:.1f} MiB PSS "
+            f"({d['rss_after_delayed_kb'] / 1024:.1f} MiB RSS); peak summed RSS while draining "
+            f"{med(res, 'celeriac_drain_prefork_2', 'peak_rss_kb') / 1024:.1f} MiB.", "",
+            "| target (issue 9) | measured | target | met |", "|---|---:|---:|---|"]
+    for name, (v, lim, ok) in res["targets"].items():
+        out.append(f"| {name} | {v:.2f} | {lim:g} | {'yes' if ok else 'NO'} |")
+    text = "\n".join(out) + "\n"
+    print("\n" + text)
+    with open(os.path.join(OUT, "results.md"), "w") as f:
+        f.write(text)
 
 
 def chart(res):

@@ -5,7 +5,6 @@
 
 #include <assert.h>
 #include <errno.h>
-#include <openssl/evp.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
@@ -13,6 +12,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "common/sha1.h"
 
 #define DEFAULT_CONNECT_MS 5000
 #define DEFAULT_COMMAND_MS 10000
@@ -44,11 +45,7 @@ const char *cel__ctx_reason(const redisContext *c, char *buf, size_t len, int ti
 
 static void sha1_hex(const char *text, char out[41])
 {
-    unsigned char md[EVP_MAX_MD_SIZE];
-    unsigned int mdlen = 0;
-    EVP_Digest(text, strlen(text), md, &mdlen, EVP_sha1(), NULL);
-    for (unsigned int i = 0; i < mdlen && i < 20; i++)
-        snprintf(out + 2 * i, 3, "%02x", md[i]);
+    cel__sha1_hex(text, strlen(text), out);
 }
 
 /* CEL_EAUTH with a hint when the server wants a password it was not given, else 0. */

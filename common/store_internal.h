@@ -43,6 +43,7 @@ struct cel_store {
     char sha[CEL__SCRIPT_COUNT][41];
     struct cel_buf key; /* scratch for key names */
     char errstr[256];
+    bool sub_unsubscribing; /* an UNSUBSCRIBE was sent on sub; its reply is read on next use */
     unsigned long connects; /* successful connections of the main link (cel_store_connects) */
 };
 

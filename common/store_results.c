@@ -153,23 +153,35 @@ static bool is_push(const redisReply *r, const char *kind)
            r->element[0]->type == REDIS_REPLY_STRING && strcmp(r->element[0]->str, kind) == 0;
 }
 
-/* Opens the subscriber if needed and subscribes to channel; SUB_LOST or an error. */
+/* Opens the subscriber if needed and subscribes to channel; SUB_LOST or an error. The previous
+ * wait's UNSUBSCRIBE was sent without waiting: its reply (and any message that raced it) is read
+ * here, in the same round trip as the SUBSCRIBE. */
 static int subscribe(struct cel_store *s, const char *channel)
 {
-    if (s->sub && (s->sub->err || cel__idle_dead(s->sub)))
+    if (s->sub && (s->sub->err || (!s->sub_unsubscribing && cel__idle_dead(s->sub))))
         cel__drop(&s->sub);
     if (!s->sub) {
+        s->sub_unsubscribing = false;
         int rc = cel__store_connect(s, &s->sub);
         if (rc < 0)
             return rc;
     }
     const char *argv[] = {"SUBSCRIBE", channel};
     redisReply *r = NULL;
-    if (redisAppendCommandArgv(s->sub, 2, argv, NULL) != REDIS_OK ||
-        redisGetReply(s->sub, (void **)&r) != REDIS_OK)
+    if (redisAppendCommandArgv(s->sub, 2, argv, NULL) != REDIS_OK)
         return sub_lost(s);
-    bool ok = is_push(r, "subscribe");
-    freeReplyObject(r);
+    bool ok = false;
+    for (;;) {
+        if (redisGetReply(s->sub, (void **)&r) != REDIS_OK)
+            return sub_lost(s);
+        bool old = s->sub_unsubscribing && (is_push(r, "message") || is_push(r, "unsubscribe"));
+        if (is_push(r, "unsubscribe"))
+            s->sub_unsubscribing = false;
+        ok = !old && is_push(r, "subscribe");
+        freeReplyObject(r);
+        if (!old)
+            break;
+    }
     if (!ok) {
         cel__drop(&s->sub);
         return cel__store_fail(s, CEL_EREDIS, "redis %s: SUBSCRIBE refused", s->where);
@@ -177,28 +189,24 @@ static int subscribe(struct cel_store *s, const char *channel)
     return 0;
 }
 
-/* Reads until the server confirms; messages still in flight are dropped. Drops the connection
- * rather than leave it subscribed. */
+/* Sends UNSUBSCRIBE without waiting for its reply (subscribe() reads it); messages still in
+ * flight are dropped then. Drops the connection rather than leave it subscribed. */
 static void unsubscribe(struct cel_store *s, const char *channel)
 {
     const char *argv[] = {"UNSUBSCRIBE", channel};
     if (!s->sub)
         return;
+    int done = 0;
     if (redisAppendCommandArgv(s->sub, 2, argv, NULL) != REDIS_OK) {
         cel__drop(&s->sub);
         return;
     }
-    for (;;) {
-        redisReply *r = NULL;
-        if (redisGetReply(s->sub, (void **)&r) != REDIS_OK) {
+    while (!done)
+        if (redisBufferWrite(s->sub, &done) != REDIS_OK) {
             cel__drop(&s->sub);
             return;
         }
-        bool done = is_push(r, "unsubscribe");
-        freeReplyObject(r);
-        if (done)
-            return;
-    }
+    s->sub_unsubscribing = true;
 }
 
 /* A published message that is a ready meta: copied to out, returns true. */

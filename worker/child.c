@@ -1,4 +1,4 @@
-/* child.c: the prefork child's loop: frame in, handler, frame out. */
+/* child.c: the prefork child's loop: frames in, handlers, reply frames out (a batch's together). */
 #include "worker/child.h"
 
 #include <errno.h>
@@ -10,6 +10,7 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include "common/clock.h"
 #include "common/log.h"
 #include "worker/host.h"
 #include "worker/ipc.h"
@@ -23,6 +24,7 @@ struct child {
     struct cel_job job;
     struct rusage last;
     const char *hostname;
+    int64_t first_reply_us; /* monotonic, when the oldest unwritten reply was packed */
 };
 
 static void setup_process(const struct cel__child_opts *o)
@@ -127,15 +129,36 @@ static int run_one(struct child *c, struct cel__registry *reg, struct cel_span p
     job->args = j.args_obj;
     job->kwargs = j.kwargs_obj;
     job->entry = cel__registry_find(reg, job->info.task);
-    job->soft_deadline_us = j.soft_deadline_us;
+    /* relative (< 0): from now, when the job starts, which in a batch is after the others */
+    job->soft_deadline_us =
+        j.soft_deadline_us < 0 ? cel_mono_us() - j.soft_deadline_us : j.soft_deadline_us;
     struct cel__reply r;
     cel__job_execute(job, &r);
     r.seq = j.seq;
     fill_rusage(c, &r);
+    if (!c->out.len)
+        c->first_reply_us = cel_mono_us();
+    return cel__ipc_pack_reply(&c->out, &r);
+}
+
+/* Replies of a batch are written together: when no further job is buffered (we would block),
+ * or when the oldest unwritten reply is REPLY_HOLD_US old (a slow job does not hold the results
+ * of the jobs before it). */
+#define REPLY_HOLD_US 1000
+
+static int flush_replies(struct child *c, bool force)
+{
+    if (!c->out.len)
+        return 0;
+    struct cel_span next;
+    size_t used;
+    if (!force &&
+        cel__frame_next(c->in.data + c->in_off, c->in.len - c->in_off, &next, &used) == 1 &&
+        cel_mono_us() - c->first_reply_us < REPLY_HOLD_US)
+        return 0;
+    int rc = write_all(c->fd, c->out.data, c->out.len);
     cel_buf_clear(&c->out);
-    if ((rc = cel__ipc_pack_reply(&c->out, &r)) < 0)
-        return rc;
-    return write_all(c->fd, c->out.data, c->out.len);
+    return rc;
 }
 
 void cel__child_main(int fd, struct cel__registry *reg, const struct cel__child_opts *o)
@@ -151,9 +174,11 @@ void cel__child_main(int fd, struct cel__registry *reg, const struct cel__child_
     int rc;
     struct cel_span payload;
     while ((rc = read_frame(&c, &payload)) == 1) {
-        if ((rc = run_one(&c, reg, payload)) < 0)
+        if ((rc = run_one(&c, reg, payload)) < 0 || (rc = flush_replies(&c, false)) < 0)
             break;
     }
+    if (rc == 0)
+        flush_replies(&c, true);
     if (rc < 0)
         cel_log_error("child stopping: %s", cel_strerror(rc));
     cel__registry_fini_services(reg);

@@ -4,7 +4,8 @@
  * msgpack array. Job frame, supervisor -> child:
  *     [seq, task, id, root_id, parent_id, group, queue, retries, max_retries, redelivered,
  *      soft_deadline_us, args, kwargs]
- * where the ids may be nil, soft_deadline_us is CLOCK_MONOTONIC microseconds (0 = none) and
+ * where the ids may be nil, soft_deadline_us is CLOCK_MONOTONIC microseconds (0 = none; < 0 =
+ * minus the soft limit, counted from when the child starts the job, as a batch runs in turn) and
  * args/kwargs are the task's msgpack array and map inlined as they are, so the child's single
  * unpack yields them as msgpack_objects without a second decode. Reply frame, child -> supervisor:
  *     [seq, outcome, payload, enqueues, utime_us, stime_us, maxrss_kb]

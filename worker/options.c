@@ -44,11 +44,14 @@ static const struct opt opts[] = {
     {"services", 0, "CELERIAC_SERVICES", OPT_STR, OFF(services), 0, NULL, "DIR",
      "directory of service .so files (default: <exe dir>/../services)"},
     {"broker", 'b', "CELERIAC_BROKER_URL", OPT_STR, OFF(broker), 0, NULL, "URL",
-     "broker URL, e.g. amqp://guest:guest@127.0.0.1:5672// (comma-separated list = failover)"},
+     "broker URL, e.g. amqp://guest:guest@127.0.0.1:5672// (comma-separated list = failover); "
+     "keep passwords out of argv: CELERIAC_BROKER_URL_FILE or CELERIAC_BROKER_PASSWORD"},
     {"backend", 0, "CELERIAC_RESULT_BACKEND", OPT_STR, OFF(backend), 0, NULL, "URL",
-     "result backend URL, redis://[:password@]host:port/db"},
+     "result backend URL, redis://host:port/db (password: CELERIAC_REDIS_PASSWORD)"},
     {"prefetch-multiplier", 0, "CELERIAC_PREFETCH_MULTIPLIER", OPT_INT, OFF(prefetch_multiplier), 1,
-     NULL, "M", "prefetch = concurrency x M (default 4); solo: 64 x M, as it runs jobs in batches"},
+     NULL, "M",
+     "prefetch = concurrency x M (default 4, and then at least 64 so a batch of finished jobs "
+     "being stored does not starve the children); solo: 64 x M, as it runs jobs in batches"},
     {"hostname", 'n', "CELERIAC_HOSTNAME", OPT_STR, OFF(hostname), 0, NULL, "NAME",
      "node name (default celeriac@<host>)"},
     {"loglevel", 'l', "CELERIAC_LOGLEVEL", OPT_LEVEL, OFF(loglevel), 0, NULL, "LEVEL",
@@ -257,7 +260,7 @@ static int set_defaults(struct cel__wcfg *cfg)
     memset(cfg, 0, sizeof *cfg);
     long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
     cfg->concurrency = ncpu > 0 ? (int)ncpu : 1;
-    cfg->prefetch_multiplier = 4;
+    cfg->prefetch_multiplier = 0; /* not set: 4, with a floor on the window (supervisor.c) */
     cfg->loglevel = CEL_LOG_INFO;
     cfg->max_crashes = 3;
     cfg->shutdown_timeout = 60;

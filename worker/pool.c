@@ -1,4 +1,4 @@
-/* pool.c: the prefork children (spawn, hand one job to an idle child, read replies, reap,
+/* pool.c: the prefork children (spawn, hand jobs to an idle child, read replies, reap,
  * enforce hard time limits and retirement) and the solo pool (the same execution in-process). */
 #include <errno.h>
 #include <fcntl.h>
@@ -45,7 +45,7 @@ static int spawn(struct cel__sup *s, struct cel__child *c)
     fcntl(sv[0], F_SETFL, fcntl(sv[0], F_GETFL) | O_NONBLOCK);
     c->pid = pid;
     c->fd = sv[0];
-    c->job = NULL;
+    c->job = c->jtail = NULL;
     c->jobs_done = 0;
     c->retiring = c->hup = false;
     c->in_off = c->out_off = 0;
@@ -101,10 +101,15 @@ static int64_t max_retries_of(const struct cel__job *j)
     return m == 0 ? 3 : m < 0 ? -1 : m;
 }
 
+static double hard_limit_of(const struct cel__sup *s, const struct cel__job *j)
+{
+    return pick(j->t.time_limit, j->entry->def->time_limit, s->cfg->time_limit);
+}
+
 static void set_deadlines(struct cel__sup *s, struct cel__job *j, int64_t now, int64_t *soft)
 {
     const struct cel_task_def *d = j->entry->def;
-    j->hard_limit_s = pick(j->t.time_limit, d->time_limit, s->cfg->time_limit);
+    j->hard_limit_s = hard_limit_of(s, j);
     double soft_s = pick(j->t.soft_time_limit, d->soft_time_limit, s->cfg->soft_time_limit);
     j->started_us = now;
     j->hard_deadline_us = j->hard_limit_s > 0 ? now + (int64_t)(j->hard_limit_s * 1e6) : 0;
@@ -124,10 +129,11 @@ static struct cel_span cspan(const char *s)
     return (struct cel_span){s, s ? strlen(s) : 0};
 }
 
-static int send_job(struct cel__sup *s, struct cel__child *c, struct cel__job *j)
+/* Packs j into c's pending output and appends it to c's batch (the caller writes). */
+static int send_job(struct cel__sup *s, struct cel__child *c, struct cel__job *j, int64_t now)
 {
     int64_t soft;
-    set_deadlines(s, j, cel_mono_us(), &soft);
+    set_deadlines(s, j, now, &soft);
     struct cel__ipc_job f = {j->seq,
                              cspan(j->t.task),
                              cspan(j->t.id),
@@ -138,7 +144,7 @@ static int send_job(struct cel__sup *s, struct cel__child *c, struct cel__job *j
                              j->t.retries,
                              max_retries_of(j),
                              j->d.redelivered,
-                             soft,
+                             soft ? now - soft : 0, /* relative: the child starts the clock */
                              j->t.args,
                              j->t.kwargs,
                              NULL,
@@ -148,10 +154,14 @@ static int send_job(struct cel__sup *s, struct cel__child *c, struct cel__job *j
         return rc;
     j->state = J_RUNNING;
     j->child = c;
-    c->job = j;
+    j->next = NULL;
+    if (c->jtail)
+        c->jtail->next = j;
+    else
+        c->job = j;
+    c->jtail = j;
     s->n_busy++;
     log_started(j, c);
-    cel__pool_write(s, c);
     return 0;
 }
 
@@ -276,6 +286,45 @@ static void solo_run(struct cel__sup *s, struct cel__job *j)
     cel__outcome_reply(s, j, &out);
 }
 
+/* Batches (see sup.h): at most BATCH_MAX jobs, and only jobs that may share a child. */
+#define BATCH_MAX 16
+
+static bool batchable(const struct cel__sup *s, const struct cel__job *j)
+{
+    return !j->d.redelivered && !j->entry->bucket && hard_limit_of(s, j) <= 0;
+}
+
+static size_t batch_size(const struct cel__sup *s, const struct cel__child *c)
+{
+    size_t n = s->n_queued / (size_t)s->n_children; /* leave the other children their share */
+    n = n > BATCH_MAX ? BATCH_MAX : n ? n : 1;
+    unsigned max = (unsigned)s->cfg->max_tasks_per_child;
+    if (max && max > c->jobs_done && max - c->jobs_done < n)
+        n = max - c->jobs_done;
+    return n;
+}
+
+/* Hands c a batch from the head of the queue; false when nothing could be taken. */
+static bool fill_child(struct cel__sup *s, struct cel__child *c)
+{
+    size_t want = batch_size(s, c);
+    int64_t now = cel_mono_us();
+    struct cel__job *j;
+    while (!c->job || (batchable(s, c->job) && s->qhead && batchable(s, s->qhead))) {
+        if (!(j = queue_take(s)))
+            break;
+        if (cel__revoke_check(s, j))
+            continue;
+        if (send_job(s, c, j, now) < 0)
+            cel__job_done(s, j, SETTLE_REQUEUE);
+        else if (--want == 0)
+            break;
+    }
+    if (c->job)
+        cel__pool_write(s, c);
+    return c->job != NULL;
+}
+
 void cel__pool_dispatch(struct cel__sup *s)
 {
     if (s->solo) {
@@ -287,13 +336,8 @@ void cel__pool_dispatch(struct cel__sup *s)
         return;
     }
     struct cel__child *c;
-    struct cel__job *j;
-    while (s->qhead && (c = idle_child(s)) && (j = queue_take(s))) {
-        if (cel__revoke_check(s, j))
-            continue;
-        if (send_job(s, c, j) < 0)
-            cel__job_done(s, j, SETTLE_REQUEUE);
-    }
+    while (s->qhead && (c = idle_child(s)) && fill_child(s, c))
+        ;
 }
 
 /* ---- replies ---- */
@@ -332,7 +376,12 @@ static void on_reply(struct cel__sup *s, struct cel__child *c, struct cel_span p
         return;
     }
     struct cel__reply r;
-    c->job = NULL;
+    c->job = j->next;
+    if (c->job)
+        c->job->started_us = cel_mono_us(); /* the child moves on to it now */
+    else
+        c->jtail = NULL;
+    j->next = NULL;
     s->n_busy--;
     c->jobs_done++;
     j->child = NULL;
@@ -400,14 +449,34 @@ static struct cel__child *child_by_pid(struct cel__sup *s, pid_t pid)
     return NULL;
 }
 
+/* The jobs after the first of a dead child's batch: requeued unblamed (redelivered, they are
+ * sent alone, so a crash among them is then blamed on the right job). */
+static void requeue_batch_rest(struct cel__sup *s, struct cel__child *c)
+{
+    struct cel__job *next;
+    for (struct cel__job *j = c->job->next; j; j = next) {
+        next = j->next;
+        s->n_busy--;
+        j->child = NULL;
+        cel__job_done(s, j, SETTLE_REQUEUE);
+    }
+    c->job->next = NULL;
+    c->jtail = c->job;
+    cel_log_warning("child %d died during a batch: its unfinished jobs are requeued", c->index);
+}
+
 static void child_gone(struct cel__sup *s, struct cel__child *c, int status,
                        const struct rusage *ru)
 {
     if (c->fd >= 0 && !c->hup)
         cel__pool_read(s, c); /* a reply may still sit in the socket */
     struct cel__job *j = c->job;
+    bool batch = j && j->next;
+    if (batch)
+        requeue_batch_rest(s, c);
     if (j) {
         c->job = NULL;
+        c->jtail = NULL;
         s->n_busy--;
         j->child = NULL;
         struct cel_log_fields f = {j->t.task, j->t.id, j->d.queue, NULL, CEL_LOG_NO_DURATION};
@@ -417,7 +486,10 @@ static void child_gone(struct cel__sup *s, struct cel__child *c, int status,
                 c->index, (long)c->pid, (unsigned)status, ru->ru_maxrss,
                 (double)ru->ru_utime.tv_sec + (double)ru->ru_utime.tv_usec / 1e6,
                 (double)ru->ru_stime.tv_sec + (double)ru->ru_stime.tv_usec / 1e6);
-        cel__outcome_crash(s, j, status);
+        if (batch && j->kill == KILL_NONE) /* maybe not the culprit: it comes back alone */
+            cel__job_done(s, j, SETTLE_REQUEUE);
+        else
+            cel__outcome_crash(s, j, status);
     } else if (!c->retiring && !s->draining && !s->stop) {
         cel_log_warning("child %d (pid %ld) exited unexpectedly (status %d)", c->index,
                         (long)c->pid, status);

@@ -11,8 +11,15 @@
  *   finished deliveries at the head of the unsettled list (others are acked one by one). A batch
  *   is flushed when nothing else runs, when half the prefetch window is done, after 2 ms, or at
  *   512 jobs. A failed publish or store holds the batch and retries with backoff.
- * - Jobs go one at a time to idle children only, first in first out; a rate-limited job without
- *   a token lets later jobs pass for up to 1 s, then goes back through the delay levels.
+ * - Jobs go to idle children only, first in first out; a rate-limited job without a token lets
+ *   later jobs pass for up to 1 s, then goes back through the delay levels. When the local queue
+ *   is deep an idle child gets a batch: up to 16 jobs, at most its share of the queue (queued /
+ *   children), in one write; it runs them in order and writes their replies together (pool.c).
+ *   A batch is never added to while the child is busy. Sent alone: jobs with a hard time limit
+ *   (their clock starts when they start), redelivered jobs (so a crash is blamed on the job that
+ *   crashed: a batch whose child dies is requeued unblamed and its jobs come back alone) and
+ *   rate-limited tasks. A revocation with terminate kills a child only for its first unfinished
+ *   job; a later job of the batch that is revoked runs (as if the revocation came late).
  * - The solo pool runs jobs in the supervisor in batches, with prefetch 64 x multiplier; it
  *   cannot enforce hard time limits (soft limits work).
  * - Revocations come two ways into one set: read from Redis (producer revoke) and from Celery's
@@ -100,6 +107,7 @@ struct cel__child {
     int64_t spawned_us;    /* monotonic */
     int64_t respawn_at_us; /* a child that keeps dying at startup is respawned with backoff */
     unsigned fast_fails;
+    struct cel__job *jtail; /* the last job of its batch (job is the first; linked by next) */
 };
 
 struct cel__sup {
