@@ -403,6 +403,12 @@ int cel__config_parse(struct cel__wcfg *cfg, int argc, char **argv, char *err, s
         return rc;
     if (cfg->metrics_port > 65535)
         return fail(err, errlen, "--metrics-port: %d is not a TCP port", cfg->metrics_port);
+#ifndef CEL_HAVE_MHD
+    if (cfg->metrics_port > 0)
+        return fail(err, errlen,
+                    "--metrics-port: this worker was built without libmicrohttpd "
+                    "(install libmicrohttpd-dev and rebuild)");
+#endif
     if (!cfg->services && !(cfg->services = default_services()))
         return CEL_ENOMEM;
     if ((rc = load_signing_key(cfg, err, errlen)) != 0)
