@@ -9,9 +9,11 @@ import json
 import os
 import secrets
 import signal
+import socket
 import sqlite3
 import subprocess
 import time
+import urllib.request
 
 import pytest
 import redis
@@ -20,6 +22,20 @@ from conftest import BUILD
 
 JOBS = int(os.environ.get("CELERIAC_CLUSTER_JOBS", "20000"))
 DEADLINE = 900  # seconds for the whole run: a hang fails instead of blocking the suite
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def broker_reconnects(port):
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+        for line in r.read().decode().splitlines():
+            if line.startswith("celeriac_broker_reconnects_total "):
+                return float(line.split()[1])
+    return None
 
 
 def start_worker(cluster, queue, tmp_path, data_dir, name, *extra):
@@ -66,7 +82,9 @@ def test_quorum_queue_survives_a_node_stop(cluster, tmp_path):
     data_dir = tmp_path / "data"
     data_dir.mkdir()
     r = redis.Redis.from_url(cluster.backend)
-    workers = [start_worker(cluster, queue, tmp_path, data_dir, f"w{i}") for i in (1, 2)]
+    ports = [free_port(), free_port()]
+    workers = [start_worker(cluster, queue, tmp_path, data_dir, f"w{i}", "--metrics-port",
+                            str(ports[i - 1])) for i in (1, 2)]
     producer = None
     t = {"jobs": JOBS}
     try:
@@ -134,8 +152,9 @@ def test_quorum_queue_survives_a_node_stop(cluster, tmp_path):
         twice = {n: v for n, v in counts.items() if v != 1}
         assert not twice, f"{len(twice)} jobs ran more than once, e.g. {list(twice.items())[:5]}"
 
-        for w in workers:  # both moved to another node
+        for w, port in zip(workers, ports):  # both moved to another node
             wait_log(w, "broker reconnected", timeout=5)
+            assert broker_reconnects(port) >= 1
         q = queue_type(cluster, 2, queue)
         assert q and q["type"] == "quorum"
     finally:
