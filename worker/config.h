@@ -48,6 +48,7 @@ struct cel__wcfg {
     char *metrics_bind; /* NULL = 127.0.0.1 */
     int queue_type;     /* enum cel__queue_type */
     int delivery_limit; /* quorum queues: x-delivery-limit; 0 = none */
+    int max_priority;   /* > 0: x-max-priority on declared queues */
 
     /* derived by cel__config_parse */
     char **queue_list;

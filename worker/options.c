@@ -112,6 +112,9 @@ static const struct opt opts[] = {
     {"delivery-limit", 0, "CELERIAC_DELIVERY_LIMIT", OPT_INT, OFF(delivery_limit), 0, NULL, "N",
      "quorum queues: x-delivery-limit, deliveries of one message before RabbitMQ drops it "
      "(0 = none, the default)"},
+    {"max-priority", 0, "CELERIAC_MAX_PRIORITY", OPT_INT, OFF(max_priority), 0, NULL, "N",
+     "declare the queues with x-max-priority N so AMQP priorities apply (0 = none, the default; "
+     "every client declaring them must agree, e.g. producer --max-priority)"},
     {"metrics-port", 0, "CELERIAC_METRICS_PORT", OPT_INT, OFF(metrics_port), 0, NULL, "P",
      "serve Prometheus /metrics, /healthz and /readyz on this port (0 = off, the default)"},
     {"metrics-bind", 0, "CELERIAC_METRICS_BIND", OPT_STR, OFF(metrics_bind), 0, NULL, "ADDR",

@@ -53,6 +53,7 @@ static int open_broker(struct cel__sup *s)
                                 .queue_type =
                                     s->cfg->queue_type == CEL__QUEUE_QUORUM ? "quorum" : NULL,
                                 .delivery_limit = s->cfg->delivery_limit,
+                                .max_priority = s->cfg->max_priority,
                                 .tls_ca = s->cfg->tls_ca,
                                 .tls_cert = s->cfg->tls_cert,
                                 .tls_key = s->cfg->tls_key,
