@@ -1,4 +1,5 @@
-# Multi-stage build of celeriac on Debian 12 with the same packages as scripts/deps.sh.
+# Multi-stage build of celeriac on Debian 12 with the same packages as scripts/deps.sh; the
+# runtime image holds `make install PREFIX=/opt/celeriac` and runs the worker as user celeriac.
 FROM debian:12 AS build
 RUN apt-get update && apt-get install -y --no-install-recommends \
         build-essential pkg-config librabbitmq-dev libhiredis-dev libmsgpack-dev \
@@ -20,4 +21,9 @@ ENV PATH=/opt/celeriac/bin:$PATH \
     CELERIAC_DATA_DIR=/var/lib/celeriac
 USER celeriac
 WORKDIR /var/lib/celeriac
+VOLUME /var/lib/celeriac
+# the metrics port when CELERIAC_METRICS_PORT=9808 (compose.yaml sets it)
+EXPOSE 9808
+# SIGTERM = warm shutdown (running jobs finish within CELERIAC_SHUTDOWN_TIMEOUT)
+STOPSIGNAL SIGTERM
 ENTRYPOINT ["worker"]

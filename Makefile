@@ -87,7 +87,7 @@ PC := $(BUILD)/lib/pkgconfig/celeriac.pc
 .SECONDEXPANSION:
 .SECONDARY:
 
-.PHONY: all test unit check fuzz bench demo install clean format format-check help stack-up stack-down
+.PHONY: all test test-cluster unit check fuzz bench demo install clean format format-check help stack-up stack-down
 .DEFAULT_GOAL := all
 
 all: $(LIB_A) $(LIB_SO) $(PC) $(if $(WORKER_SRCS),$(WORKER)) $(if $(PRODUCER_SRCS),$(PRODUCER)) $(SERVICES) $(TEST_SERVICES) \
@@ -107,7 +107,7 @@ $(LIB_SO): $(call obj,$(LIB_SRCS))
 
 $(PC): Makefile
 	@mkdir -p $(@D)
-	printf 'prefix=%s\nlibdir=$${prefix}/lib\nincludedir=$${prefix}/include\n\nName: celeriac\nDescription: Celery-compatible background jobs in C\nVersion: 0.1.0\nRequires.private: librabbitmq msgpack hiredis jansson libssl\nCflags: -I$${includedir}\nLibs: -L$${libdir} -lceleriac\n' '$(PREFIX)' > $@
+	printf 'prefix=%s\nlibdir=$${prefix}/lib\nincludedir=$${prefix}/include\n\nName: celeriac\nDescription: Celery-compatible background jobs in C\nVersion: 0.1.0\nRequires: msgpack\nRequires.private: librabbitmq hiredis jansson libssl libcrypto\nCflags: -I$${includedir} -I$${includedir}/celeriac\nLibs: -L$${libdir} -lceleriac\nLibs.private: -ldl -lm -lpthread\n' '$(PREFIX)' > $@
 
 $(WORKER): $(call obj,$(WORKER_SRCS)) $(LIB_A)
 	@mkdir -p $(@D)
@@ -155,6 +155,10 @@ unit: $(UNIT_BINS)
 test: all
 	scripts/test.sh
 
+# a private three-node RabbitMQ cluster (scripts/cluster.sh) and the failover tests (~1.5 min)
+test-cluster: all
+	/usr/bin/python3 -m pytest -q -s -p no:cacheprovider tests/cluster
+
 check:
 	$(MAKE) BUILD=build/asan SAN=1 OPT='-O1 -g' all
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
@@ -179,16 +183,25 @@ stack-up:
 stack-down:
 	scripts/stack.sh down
 
-install: all
-	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib/pkgconfig \
-	  $(DESTDIR)$(PREFIX)/include/celeriac $(DESTDIR)$(PREFIX)/lib/celeriac/services
+# install: binaries, the library (static, shared with its soname links), the public headers with
+# the common/ headers they include, pkg-config file, services, systemd unit and an env example.
+SOVER := 0.1.0
+LIBDIR_I := $(DESTDIR)$(PREFIX)/lib
+INCDIR_I := $(DESTDIR)$(PREFIX)/include/celeriac
+install: $(LIB_A) $(LIB_SO) $(PC) $(WORKER) $(PRODUCER) $(SERVICES)
+	install -d $(DESTDIR)$(PREFIX)/bin $(LIBDIR_I)/pkgconfig $(INCDIR_I)/common \
+	  $(LIBDIR_I)/celeriac/services $(LIBDIR_I)/systemd/system $(DESTDIR)$(PREFIX)/share/celeriac
 	install -m 755 $(WORKER) $(PRODUCER) $(DESTDIR)$(PREFIX)/bin/
-	install -m 644 $(LIB_A) $(DESTDIR)$(PREFIX)/lib/
-	install -m 755 $(LIB_SO) $(DESTDIR)$(PREFIX)/lib/libceleriac.so.0
-	ln -sf libceleriac.so.0 $(DESTDIR)$(PREFIX)/lib/libceleriac.so
-	install -m 644 include/celeriac/*.h $(DESTDIR)$(PREFIX)/include/celeriac/
-	install -m 644 $(PC) $(DESTDIR)$(PREFIX)/lib/pkgconfig/
-	install -m 755 $(SERVICES) $(DESTDIR)$(PREFIX)/lib/celeriac/services/
+	install -m 644 $(LIB_A) $(LIBDIR_I)/
+	install -m 755 $(LIB_SO) $(LIBDIR_I)/libceleriac.so.$(SOVER)
+	ln -sf libceleriac.so.$(SOVER) $(LIBDIR_I)/libceleriac.so.0
+	ln -sf libceleriac.so.0 $(LIBDIR_I)/libceleriac.so
+	install -m 644 include/celeriac/*.h $(INCDIR_I)/
+	install -m 644 common/arena.h common/buf.h common/message.h common/value.h $(INCDIR_I)/common/
+	sed 's|^prefix=.*|prefix=$(PREFIX)|' $(PC) > $(LIBDIR_I)/pkgconfig/celeriac.pc
+	install -m 755 $(SERVICES) $(LIBDIR_I)/celeriac/services/
+	sed 's|@PREFIX@|$(PREFIX)|g' packaging/celeriac-worker@.service > '$(LIBDIR_I)/systemd/system/celeriac-worker@.service'
+	install -m 644 packaging/worker.env.example $(DESTDIR)$(PREFIX)/share/celeriac/
 
 clean:
 	rm -rf build

@@ -585,6 +585,32 @@ static int h_str(const struct hdr_ctx *c, const struct cel_value *v, size_t off)
     return copy_str(c, v, out);
 }
 
+/* argsrepr/kwargsrepr are display-only, and Celery's saferepr leaves control characters raw:
+ * a NUL byte in one is shown as "\x00" rather than rejecting a job Celery would run. */
+static int h_repr(const struct hdr_ctx *c, const struct cel_value *v, size_t off)
+{
+    if (v->type != CEL_V_STR || !v->u.s.len || !memchr(v->u.s.ptr, 0, v->u.s.len))
+        return h_str(c, v, off);
+    if (!cel__utf8_valid(v->u.s.ptr, v->u.s.len))
+        return hdr_err(c, CEL_EUTF8, "is not valid UTF-8");
+    if (v->u.s.len > SIZE_MAX / 4 - 1)
+        return hdr_err(c, CEL_ETOOBIG, "is too long");
+    char *out = cel_arena_alloc(c->a, v->u.s.len * 4 + 1), *o = out;
+    if (!out)
+        return hdr_err(c, CEL_ENOMEM, "out of memory");
+    for (size_t i = 0; i < v->u.s.len; i++) {
+        if (v->u.s.ptr[i]) {
+            *o++ = v->u.s.ptr[i];
+        } else {
+            memcpy(o, "\\x00", 4);
+            o += 4;
+        }
+    }
+    *o = '\0';
+    *(const char **)((char *)c->t + off) = out;
+    return 0;
+}
+
 static int h_required(const struct hdr_ctx *c, const struct cel_value *v, size_t off)
 {
     if (v->type != CEL_V_STR || v->u.s.len == 0)
@@ -697,8 +723,8 @@ static const struct hdr_rule hdr_rules[] = {
     RULE("timelimit", h_timelimit, time_limit),
     RULE("root_id", h_str, root_id),
     RULE("parent_id", h_str, parent_id),
-    RULE("argsrepr", h_str, argsrepr),
-    RULE("kwargsrepr", h_str, kwargsrepr),
+    RULE("argsrepr", h_repr, argsrepr),
+    RULE("kwargsrepr", h_repr, kwargsrepr),
     RULE("origin", h_str, origin),
     RULE("ignore_result", h_bool, ignore_result),
     RULE("x-celeriac-idempotency-key", h_str, idempotency_key),

@@ -113,6 +113,8 @@ int cel__store_connect(struct cel_store *s, redisContext **out)
         return rc;
     }
     *out = c;
+    if (out == &s->c)
+        s->connects++;
     return 0;
 }
 
@@ -128,6 +130,11 @@ int cel_store_reconnect(struct cel_store *s)
     cel__drop(&s->c);
     cel__drop(&s->sub);
     return cel__store_connect(s, &s->c);
+}
+
+unsigned long cel_store_connects(const struct cel_store *s)
+{
+    return s ? s->connects : 0;
 }
 
 /* An idle connection with something to read (EOF, RST, a server-side close) is dead: nothing is

@@ -44,6 +44,8 @@ const char *cel_store_errstr(const struct cel_store *s);
 /* Drops and re-establishes the connection (one attempt). Commands also reconnect once on their
  * own when they find the connection broken, before returning CEL_EREDIS/CEL_ECONN. */
 int cel_store_reconnect(struct cel_store *s);
+/* How many times the main connection was established (the first connect plus reconnects). */
+unsigned long cel_store_connects(const struct cel_store *s);
 
 /* ---- results (celery-task-meta-<id>) ---- */
 

@@ -44,6 +44,7 @@ struct cel_store {
     struct cel_buf key; /* scratch for key names */
     char errstr[256];
     bool sub_unsubscribing; /* an UNSUBSCRIBE was sent on sub; its reply is read on next use */
+    unsigned long connects; /* successful connections of the main link (cel_store_connects) */
 };
 
 /* The command may be sent again after a send whose outcome is unknown (it is idempotent). Without

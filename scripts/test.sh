@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole suite behind `make test`: packages, build, a private RabbitMQ+Redis stack on
-# loopback (stopped again at the end), then unit, integration, interop and chaos tests.
+# loopback (stopped again at the end), then unit, integration, interop, chaos and cluster tests.
 # TESTS="unit integration interop chaos" selects suites; PYTEST_ARGS passes through (e.g. -k name).
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -17,7 +17,7 @@ if [ "${KEEP_STACK:-0}" != 1 ]; then
     trap 'scripts/stack.sh down' EXIT
 fi
 
-SUITES=${TESTS:-unit integration interop chaos}
+SUITES=${TESTS:-unit integration interop chaos cluster}
 pass=0; fail=0; failed=()
 record() { if [ "$1" -eq 0 ]; then pass=$((pass + 1)); else fail=$((fail + 1)); failed+=("$2"); fi; }
 
@@ -33,6 +33,10 @@ for suite in $SUITES; do
             /usr/bin/python3 -m pytest -q -p no:cacheprovider ${PYTEST_ARGS:-} tests/$suite
             record $? "pytest tests/$suite"
         fi ;;
+    cluster)
+        # its own three-node RabbitMQ cluster (scripts/cluster.sh), started and stopped by the test
+        /usr/bin/python3 -m pytest -q -p no:cacheprovider ${PYTEST_ARGS:-} tests/cluster
+        record $? "pytest tests/cluster" ;;
     esac
 done
 

@@ -12,6 +12,7 @@
 #include "common/sign.h"
 
 enum cel__pool { CEL__POOL_PREFORK = 0, CEL__POOL_SOLO = 1 };
+enum cel__queue_type { CEL__QUEUE_CLASSIC = 0, CEL__QUEUE_QUORUM = 1 };
 enum cel__result_fmt { CEL__RESFMT_AUTO = 0, CEL__RESFMT_MSGPACK = 1, CEL__RESFMT_JSON = 2 };
 
 struct cel__wcfg {
@@ -43,6 +44,11 @@ struct cel__wcfg {
     bool require_signature;
     char *tls_ca, *tls_cert, *tls_key;
     bool tls_insecure;
+    int metrics_port;   /* 0 = no metrics server */
+    char *metrics_bind; /* NULL = 127.0.0.1 */
+    int queue_type;     /* enum cel__queue_type */
+    int delivery_limit; /* quorum queues: x-delivery-limit; 0 = none */
+    int max_priority;   /* > 0: x-max-priority on declared queues */
 
     /* derived by cel__config_parse */
     char **queue_list;

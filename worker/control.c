@@ -14,6 +14,8 @@
 #include "common/log.h"
 #include "worker/control.h"
 
+#define HELLO_MAX_REVOKED 50000 /* Celery's revoked LimitedSet holds at most this many */
+
 struct ctl {
     struct cel__sup *s;
     struct cel_arena *arena;    /* the delivery's: scratch for this command */
@@ -206,12 +208,14 @@ static void cmd_hello(struct ctl *c)
             cel__revoke_add(s, tid, false);
     }
     double now = (double)cel_now_us() / 1e6;
+    size_t n = s->revoked.n < HELLO_MAX_REVOKED ? s->revoked.n : HELLO_MAX_REVOKED;
     msgpack_pack_map(c->pk, 2);
     pack_cstr(c->pk, "revoked");
-    msgpack_pack_map(c->pk, s->revoked.n);
-    for (size_t i = 0; i < s->revoked.cap; i++) {
+    msgpack_pack_map(c->pk, n);
+    for (size_t i = 0; i < s->revoked.cap && n > 0; i++) {
         if (!s->revoked.ids[i])
             continue;
+        n--;
         pack_cstr(c->pk, s->revoked.ids[i]);
         msgpack_pack_double(c->pk, now);
     }

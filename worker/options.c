@@ -44,9 +44,10 @@ static const struct opt opts[] = {
     {"services", 0, "CELERIAC_SERVICES", OPT_STR, OFF(services), 0, NULL, "DIR",
      "directory of service .so files (default: <exe dir>/../services)"},
     {"broker", 'b', "CELERIAC_BROKER_URL", OPT_STR, OFF(broker), 0, NULL, "URL",
-     "broker URL, e.g. amqp://guest:guest@127.0.0.1:5672// (comma-separated list = failover)"},
+     "broker URL, e.g. amqp://guest:guest@127.0.0.1:5672// (comma-separated list = failover); "
+     "keep passwords out of argv: CELERIAC_BROKER_URL_FILE or CELERIAC_BROKER_PASSWORD"},
     {"backend", 0, "CELERIAC_RESULT_BACKEND", OPT_STR, OFF(backend), 0, NULL, "URL",
-     "result backend URL, redis://[:password@]host:port/db"},
+     "result backend URL, redis://host:port/db (password: CELERIAC_REDIS_PASSWORD)"},
     {"prefetch-multiplier", 0, "CELERIAC_PREFETCH_MULTIPLIER", OPT_INT, OFF(prefetch_multiplier), 1,
      NULL, "M",
      "prefetch = concurrency x M (default 4, and then at least 64 so a batch of finished jobs "
@@ -105,6 +106,19 @@ static const struct opt opts[] = {
      "amqps: client private key (PEM)"},
     {"tls-insecure", 0, "CELERIAC_TLS_INSECURE", OPT_BOOL, OFF(tls_insecure), 0, NULL, NULL,
      "amqps: do not verify the broker's certificate and host name (testing only)"},
+    {"queue-type", 0, "CELERIAC_QUEUE_TYPE", OPT_CHOICE, OFF(queue_type), 0, "classic|quorum", "T",
+     "declare the queues classic (default) or quorum (replicated; every client declaring them "
+     "must agree, e.g. producer --queue-type)"},
+    {"delivery-limit", 0, "CELERIAC_DELIVERY_LIMIT", OPT_INT, OFF(delivery_limit), 0, NULL, "N",
+     "quorum queues: x-delivery-limit, deliveries of one message before RabbitMQ drops it "
+     "(0 = none, the default)"},
+    {"max-priority", 0, "CELERIAC_MAX_PRIORITY", OPT_INT, OFF(max_priority), 0, NULL, "N",
+     "declare the queues with x-max-priority N so AMQP priorities apply (0 = none, the default; "
+     "every client declaring them must agree, e.g. producer --max-priority)"},
+    {"metrics-port", 0, "CELERIAC_METRICS_PORT", OPT_INT, OFF(metrics_port), 0, NULL, "P",
+     "serve Prometheus /metrics, /healthz and /readyz on this port (0 = off, the default)"},
+    {"metrics-bind", 0, "CELERIAC_METRICS_BIND", OPT_STR, OFF(metrics_bind), 0, NULL, "ADDR",
+     "IPv4 address the metrics server listens on (default 127.0.0.1; 0.0.0.0 = all)"},
 };
 #define N_OPTS (sizeof opts / sizeof opts[0])
 
@@ -390,6 +404,14 @@ int cel__config_parse(struct cel__wcfg *cfg, int argc, char **argv, char *err, s
         (rc = require(cfg->broker, "--broker", "CELERIAC_BROKER_URL", err, errlen)) ||
         (rc = require(cfg->backend, "--backend", "CELERIAC_RESULT_BACKEND", err, errlen)))
         return rc;
+    if (cfg->metrics_port > 65535)
+        return fail(err, errlen, "--metrics-port: %d is not a TCP port", cfg->metrics_port);
+#ifndef CEL_HAVE_MHD
+    if (cfg->metrics_port > 0)
+        return fail(err, errlen,
+                    "--metrics-port: this worker was built without libmicrohttpd "
+                    "(install libmicrohttpd-dev and rebuild)");
+#endif
     if (!cfg->services && !(cfg->services = default_services()))
         return CEL_ENOMEM;
     if ((rc = load_signing_key(cfg, err, errlen)) != 0)
@@ -427,7 +449,8 @@ void cel__config_usage(FILE *out)
         fprintf(out, "  %-34s %s\n  %-34s [env %s]\n", flag, o->help, "", o->env);
     }
     fprintf(out,
-            "  %-34s %s\n  %-34s %s\n\nSignals: TERM/INT warm shutdown (twice: cold), HUP "
+            "  %-34s %s\n  %-34s %s\n\nServices read CELERIAC_DATA_DIR (their data directory, "
+            "default .run/data).\nSignals: TERM/INT warm shutdown (twice: cold), HUP "
             "reload services.\nExit codes: 0 clean shutdown, 1 runtime failure, 2 usage.\n",
             "-h, --help", "this text", "-V, --version", "print the version");
 }

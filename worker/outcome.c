@@ -84,6 +84,7 @@ static int store_meta(struct cel__sup *s, struct cel__job *j, const char *task_i
     r->task_id = task_id;
     r->group_id = own ? j->t.group : NULL;
     r->parent_id = own ? j->t.parent_id : NULL;
+    r->extra = own ? j->extra : (struct cel_span){NULL, 0};
     r->date_done = cel_state_ready(r->status) ? cel_now_us() : 0;
     cel_buf_clear(&s->scratch);
     int rc = cel_result_encode(r, cel__result_format(s, j), &s->scratch);
@@ -175,6 +176,8 @@ void cel__outcome_dead_letter(struct cel__sup *s, struct cel__job *j, const char
     struct cel_publish p = {"", dq, &j->d.props, h, j->d.body, 0, true};
     if (add_pub(j, &p) < 0)
         cel_log_error("out of memory building a dead letter");
+    else
+        cel__metrics_dead_letter(s);
 }
 
 /* ---- outcomes ---- */
@@ -371,9 +374,39 @@ static void on_retry(struct cel__sup *s, struct cel__job *j, const struct cel__r
     cel__job_done(s, j, SETTLE_ACK);
 }
 
+static void pack_str(msgpack_packer *pk, const char *v)
+{
+    size_t n = strlen(v);
+    msgpack_pack_str(pk, n);
+    msgpack_pack_str_body(pk, v, n);
+}
+
+/* The job's resource use as extra result fields: {"celeriac": {cpu_ms, maxrss_kb, worker,
+ * duration_ms}} (Celery ignores keys it does not know). */
+static void usage_extra(struct cel__sup *s, struct cel__job *j, const struct cel__reply *r)
+{
+    cel__metrics_usage(s, j, r);
+    cel_buf_clear(&s->scratch);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &s->scratch, cel_buf_msgpack_write);
+    msgpack_pack_map(&pk, 1);
+    pack_str(&pk, "celeriac");
+    msgpack_pack_map(&pk, 4);
+    pack_str(&pk, "cpu_ms");
+    msgpack_pack_double(&pk, (double)(r->utime_us + r->stime_us) / 1000.0);
+    pack_str(&pk, "maxrss_kb");
+    msgpack_pack_int64(&pk, r->maxrss_kb);
+    pack_str(&pk, "worker");
+    pack_str(&pk, s->cfg->hostname);
+    pack_str(&pk, "duration_ms");
+    msgpack_pack_double(&pk, j->started_us ? (double)(cel_mono_us() - j->started_us) / 1000.0 : 0);
+    j->extra = arena_copy(&j->arena, cel_buf_span(&s->scratch));
+}
+
 void cel__outcome_reply(struct cel__sup *s, struct cel__job *j, const struct cel__reply *r)
 {
     s->processed++;
+    usage_extra(s, j, r);
     if (r->outcome == CEL__OUT_SUCCESS) {
         on_success(s, j, r);
         return;
@@ -469,6 +502,7 @@ void cel__outcome_crash(struct cel__sup *s, struct cel__job *j, int status)
 
 void cel__job_done(struct cel__sup *s, struct cel__job *j, enum job_settle settle)
 {
+    cel__metrics_job_done(s, j);
     j->settle = settle;
     j->state = J_DONE;
     j->stage = STAGE_PUBLISH;

@@ -494,6 +494,8 @@ static void child_gone(struct cel__sup *s, struct cel__child *c, int status,
         cel_log_warning("child %d (pid %ld) exited unexpectedly (status %d)", c->index,
                         (long)c->pid, status);
     }
+    cel__metrics_child_exit(s, status,
+                            c->retiring || s->draining || s->stop || (j && j->kill != KILL_NONE));
     if (c->fd >= 0)
         close(c->fd);
     int64_t now = cel_mono_us();

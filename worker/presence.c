@@ -1,7 +1,7 @@
 /* presence.c: the worker registry (service discovery): every 10 s the supervisor writes
  * celeriac-worker-<hostname> with a 30 s TTL holding {hostname, pid, queues, tasks, concurrency,
- * pool, started, processed, failed, retried, running, queued, generation}; a clean shutdown
- * deletes it, a dead worker's entry expires. */
+ * pool, started, heartbeat, processed, failed, retried, running, queued, generation}; a clean
+ * shutdown deletes it, a dead worker's entry expires. */
 #include <jansson.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,16 +32,18 @@ static json_t *task_names(const struct cel__registry *r)
 
 static char *document(const struct cel__sup *s)
 {
-    char started[33];
+    char started[33], beat[33];
     cel_iso8601_format(s->started_wall_us, 1, started);
-    json_t *doc = json_pack(
-        "{s:s, s:I, s:o, s:o, s:i, s:s, s:s, s:I, s:I, s:I, s:i, s:I, s:I}", "hostname",
-        s->cfg->hostname, "pid", (json_int_t)getpid(), "queues",
-        string_list((const char *const *)s->cfg->queue_list, s->cfg->n_queues), "tasks",
-        task_names(s->reg), "concurrency", s->solo ? 1 : s->cfg->concurrency, "pool",
-        s->solo ? "solo" : "prefork", "started", started, "processed", (json_int_t)s->processed,
-        "failed", (json_int_t)s->failed, "retried", (json_int_t)s->retried, "running", s->n_busy,
-        "queued", (json_int_t)s->n_queued, "generation", (json_int_t)s->reg->generation);
+    cel_iso8601_format(cel_now_us(), 1, beat);
+    json_t *doc =
+        json_pack("{s:s, s:I, s:o, s:o, s:i, s:s, s:s, s:s, s:I, s:I, s:I, s:i, s:I, s:I}",
+                  "hostname", s->cfg->hostname, "pid", (json_int_t)getpid(), "queues",
+                  string_list((const char *const *)s->cfg->queue_list, s->cfg->n_queues), "tasks",
+                  task_names(s->reg), "concurrency", s->solo ? 1 : s->cfg->concurrency, "pool",
+                  s->solo ? "solo" : "prefork", "started", started, "heartbeat", beat, "processed",
+                  (json_int_t)s->processed, "failed", (json_int_t)s->failed, "retried",
+                  (json_int_t)s->retried, "running", s->n_busy, "queued", (json_int_t)s->n_queued,
+                  "generation", (json_int_t)s->reg->generation);
     char *text = doc ? json_dumps(doc, JSON_COMPACT) : NULL;
     json_decref(doc);
     return text;

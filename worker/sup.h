@@ -42,6 +42,7 @@
 #include "worker/host.h"
 #include "worker/ipc.h"
 #include "worker/loader.h"
+#include "worker/metrics.h"
 
 enum job_state {
     J_FREE,
@@ -87,6 +88,7 @@ struct cel__job {
     const char *idem_token;      /* non-NULL while this job holds the lease */
     struct cel_span idem_meta;   /* the final meta to complete the key with */
     struct cel_span chord_entry; /* a chord header part: its encoded [1, id, state, result] */
+    struct cel_span extra;       /* msgpack map appended to the job's own result meta */
 };
 
 struct cel__child {
@@ -189,6 +191,8 @@ struct cel__sup {
     size_t cap_pubbuf;
     struct cel_store_put *putbuf;
     size_t cap_putbuf;
+
+    struct cel__metrics *metrics; /* NULL unless --metrics-port */
 };
 
 /* supervisor.c */

@@ -50,6 +50,10 @@ static int open_broker(struct cel__sup *s)
 {
     char err[256] = "", where[512];
     struct cel_broker_opts o = {.url = s->cfg->broker,
+                                .queue_type =
+                                    s->cfg->queue_type == CEL__QUEUE_QUORUM ? "quorum" : NULL,
+                                .delivery_limit = s->cfg->delivery_limit,
+                                .max_priority = s->cfg->max_priority,
                                 .tls_ca = s->cfg->tls_ca,
                                 .tls_cert = s->cfg->tls_cert,
                                 .tls_key = s->cfg->tls_key,
@@ -176,6 +180,7 @@ static void try_reconnect(struct cel__sup *s, int64_t now)
     if (rc == 0) {
         s->connected = true;
         s->reconnect_attempt = 0;
+        cel__metrics_broker_reconnect(s);
         cel_log_info("broker reconnected");
         if (s->draining)
             s->bc->cancel(s->broker);
@@ -212,6 +217,7 @@ static void timers(struct cel__sup *s, int64_t now)
     cel__idem_renew(s, now);
     cel__revoke_poll(s, now);
     cel__presence_beat(s, now);
+    cel__metrics_tick(s, now);
 }
 
 static int poll_timeout_ms(const struct cel__sup *s, int64_t now)
@@ -229,6 +235,9 @@ static int poll_timeout_ms(const struct cel__sup *s, int64_t now)
     }
     if (!s->connected && s->reconnect_at_us < next)
         next = s->reconnect_at_us;
+    int mt = cel__metrics_timeout_ms(s);
+    if (mt >= 0 && now + (int64_t)mt * 1000 < next)
+        next = now + (int64_t)mt * 1000;
     return next <= now ? 0 : (int)((next - now + 999) / 1000);
 }
 
@@ -261,6 +270,10 @@ static int iterate(struct cel__sup *s)
     int bfd = s->connected ? s->bc->fd(s->broker) : -1;
     if (bfd >= 0)
         add_fd(s, &n, bfd, POLLIN);
+    int mfd = cel__metrics_fd(s);
+    size_t mslot = n;
+    if (mfd >= 0)
+        add_fd(s, &n, mfd, POLLIN);
     size_t first_child = n;
     for (int i = 0; i < s->n_children; i++) {
         struct cel__child *c = &s->children[i];
@@ -276,7 +289,9 @@ static int iterate(struct cel__sup *s)
         on_signals(s);
     if (s->stop)
         return 0;
-    if (s->connected && ((bfd >= 0 && s->pfds[1].revents) || s->bc->pending(s->broker)))
+    /* a connection the adapter dropped on a failed send (an ack, a heartbeat) has no fd any
+     * more: intake's next() reports it and the reconnect starts */
+    if (s->connected && (bfd < 0 || s->pfds[1].revents || s->bc->pending(s->broker)))
         cel__intake_drain(s);
     for (int i = 0; i < s->n_children; i++) {
         struct pollfd *p = &s->pfds[first_child + (size_t)i];
@@ -288,6 +303,8 @@ static int iterate(struct cel__sup *s)
         if (p->revents & (POLLIN | POLLHUP | POLLERR))
             cel__pool_read(s, c);
     }
+    if (mfd >= 0 && s->pfds[mslot].revents)
+        cel__metrics_run(s);
     cel__pool_dispatch(s);
     cel__flush(s);
     if (s->reload_requested) {
@@ -380,7 +397,8 @@ int cel__supervisor_run(const struct cel__wcfg *cfg, struct cel__registry *reg)
     static struct cel__sup sup;
     struct cel__sup *s = &sup;
     init_state(s, cfg, reg);
-    if (setup_signals(s) < 0 || open_store(s) < 0 || open_broker(s) < 0 || cel__pool_start(s) < 0) {
+    if (setup_signals(s) < 0 || cel__metrics_start(s) < 0 || open_store(s) < 0 ||
+        open_broker(s) < 0 || cel__pool_start(s) < 0) {
         s->exit_code = 1;
     } else {
         log_start(s);
@@ -388,6 +406,7 @@ int cel__supervisor_run(const struct cel__wcfg *cfg, struct cel__registry *reg)
     }
     cel__pool_stop(s, s->stop || s->exit_code != 0);
     cel__presence_leave(s);
+    cel__metrics_free(s);
     if (s->broker)
         s->bc->free(s->broker);
     cel_store_free(s->store);

@@ -68,7 +68,9 @@ def test_revoke_of_a_queued_job(app, queues, cworker):
     q = queues()
     node = node_of(cworker(q, concurrency=1))
     counter = uniq("rev")
-    blocker = app.send_task("bench.sleep", args=[5], queue=q)  # holds the only child
+    # holds the only child; a job with a hard time limit goes to a child alone, so the next one
+    # waits in the worker (a job already handed to a busy child in a batch would still run)
+    blocker = app.send_task("bench.sleep", args=[5], time_limit=60, queue=q)
     res = app.send_task("bench.count", args=[counter], queue=q)
     replies = app.control.revoke(res.id, reply=True, destination=[node], timeout=REPLY_TIMEOUT)
     assert replies == [{node: {"ok": f"tasks {res.id} flagged as revoked"}}]
@@ -94,7 +96,7 @@ def test_revoke_of_a_delayed_job_and_a_list_of_ids(app, queues, cworker):
 def test_revoke_terminate_kills_the_running_job(app, queues, cworker):
     q = queues()
     node = node_of(cworker(q, concurrency=2))
-    res = app.send_task("bench.sleep", args=[30], queue=q)
+    res = app.send_task("bench.sleep", args=[30], time_limit=120, queue=q)  # alone on a child
     # jobs go to idle children first in first out: once the next one is done, the sleep runs
     assert app.send_task("bench.noop", args=[1], queue=q).get(timeout=RESULT_TIMEOUT) == 1
     replies = app.control.revoke(res.id, terminate=True, reply=True, destination=[node],
@@ -168,3 +170,27 @@ def test_no_remote_control_when_signatures_are_required(app, queues, cworker, tm
     node = node_of(proc)
     assert app.control.ping(destination=[node], timeout=2) == []
     assert "remote control off" in proc.log.read_text()
+
+
+def test_hello_shares_revocations_both_ways(app, queues, cworker):
+    """mingle's hello: the sender's revoked ids are learnt, ours come back in the shape Celery's
+    LimitedSet.update() takes (id -> float timestamp) with the clock."""
+    from celery.utils.collections import LimitedSet
+
+    q = queues()
+    node = node_of(cworker(q))
+    theirs = uniq("hello-revoked")
+    replies = app.control.broadcast(
+        "hello", arguments={"from_node": uniq("py") + "@elsewhere", "revoked": {theirs: time.time()}},
+        destination=[node], reply=True, timeout=REPLY_TIMEOUT)
+    assert len(replies) == 1 and list(replies[0]) == [node]
+    answer = replies[0][node]
+    assert isinstance(answer["clock"], int)
+    assert theirs in answer["revoked"]
+    LimitedSet().update(answer["revoked"])  # what mingle does with it
+    # our own hello is answered with None, as Celery does
+    assert app.control.broadcast("hello", arguments={"from_node": node, "revoked": {}},
+                                 destination=[node], reply=True,
+                                 timeout=REPLY_TIMEOUT) == [{node: None}]
+    # the learnt id is revoked here
+    assert_revoked(app.send_task("bench.noop", args=[1], task_id=theirs, queue=q), "revoked")

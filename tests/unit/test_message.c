@@ -389,6 +389,19 @@ static void decode_celery_message(void **state)
     assert_string_equal(t->props.content_type, CEL_CT_MSGPACK);
 }
 
+/* Celery's saferepr leaves a NUL raw in argsrepr: the job still runs, the repr shows \x00,
+ * while a NUL in a header that matters is still refused. */
+static void decode_nul_in_argsrepr(void **state)
+{
+    struct fixture *fx = *state;
+    celery_headers(fx);
+    fx->f[12].v = cel_value_str("['a\0b']", 7);
+    assert_int_equal(decode(fx, &mp_props, hex(BODY_7_1), NULL), 0);
+    assert_string_equal(fx->t.argsrepr, "['a\\x00b']");
+    fx->f[10].v = cel_value_str("r\0t", 3);
+    assert_int_equal(decode(fx, &mp_props, hex(BODY_7_1), NULL), CEL_EHEADER);
+}
+
 static void decode_typed_headers(void **state)
 {
     struct fixture *fx = *state;
@@ -920,6 +933,7 @@ int main(void)
         cmocka_unit_test(expired_expiration_is_zero),
         cmocka_unit_test(encode_json_body),
         cmocka_unit_test_setup_teardown(decode_celery_message, fx_setup, fx_teardown),
+        cmocka_unit_test_setup_teardown(decode_nul_in_argsrepr, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(decode_typed_headers, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(decode_minimal_and_embeds, fx_setup, fx_teardown),
         cmocka_unit_test_setup_teardown(decode_json_message, fx_setup, fx_teardown),
