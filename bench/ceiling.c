@@ -184,9 +184,22 @@ static void store(redisContext *r, uint64_t id)
 {
     char key[64];
     int kl = snprintf(key, sizeof key, "ceiling-meta-%" PRIu64, id);
-    static const char meta[] = "\x86\xa6" "status" "\xa7" "SUCCESS" "\xa6" "result" "\xc0\xa9" "traceback"
-                               "\xc0\xa8" "children" "\x90\xa9" "date_done" "\xc0\xa7" "task_id"
-                               "\xa1" "x";
+    static const char meta[] = "\x86\xa6"
+                               "status"
+                               "\xa7"
+                               "SUCCESS"
+                               "\xa6"
+                               "result"
+                               "\xc0\xa9"
+                               "traceback"
+                               "\xc0\xa8"
+                               "children"
+                               "\x90\xa9"
+                               "date_done"
+                               "\xc0\xa7"
+                               "task_id"
+                               "\xa1"
+                               "x";
     redisAppendCommand(r, "SETEX %b 60 %b", key, (size_t)kl, meta, sizeof meta - 1);
     redisAppendCommand(r, "PUBLISH %b %b", key, (size_t)kl, meta, sizeof meta - 1);
 }
@@ -298,7 +311,6 @@ static void rtt(long n)
     delete_queue(pc, q);
     cleanup_keys(w);
 }
-
 
 int main(int argc, char **argv)
 {
