@@ -392,7 +392,7 @@ def chart(res):
     data = os.path.join(OUT, "throughput.dat")
     names = [("ceiling", "ceiling_drain"), ("solo", "celeriac_drain_solo_1"),
              ("prefork-1", "celeriac_drain_prefork_1"), ("prefork-2", "celeriac_drain_prefork_2"),
-             ("e2e", "celeriac_e2e"), ("celery-2", "celery_drain_prefork_2"),
+             ("duplex-ceiling", "ceiling_duplex"), ("e2e", "celeriac_e2e"), ("celery-2", "celery_drain_prefork_2"),
              ("celery-e2e", "celery_e2e")]
     with open(data, "w") as f:
         for label, key in names:
