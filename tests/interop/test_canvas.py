@@ -171,6 +171,23 @@ def test_chord_header_on_both_kinds_of_worker(app, config, queues, cworker, pywo
     assert res.get(timeout=RESULT_TIMEOUT) == ["py", [1, 5, want]]
 
 
+def test_group_as_link_is_a_stored_failure(stack, queues, cworker):
+    # Only with JSON: Celery 5.2.6 itself cannot serialize a group with msgpack (spec 4.5).
+    # celeriac does not run a group as a callback; the job must end as a stored FAILURE rather
+    # than run again and again.
+    from conftest import make_app
+
+    app = make_app(stack, "json")
+    q = queues()
+    cworker(q)
+    g = group(sig(app, "bench.noop", queue=q), sig(app, "bench.noop", queue=q))
+    res = app.send_task("bench.noop", args=[1], queue=q, link=g)
+    with pytest.raises(Exception):
+        res.get(timeout=RESULT_TIMEOUT)
+    assert res.state == "FAILURE"
+    app.close()
+
+
 def test_chain_link_and_on_error(app, queues, cworker):
     q = queues()
     cworker(q)
