@@ -3,7 +3,7 @@
 #   common/*.c broker-adapters/*/*.c producer/client*.c  -> build/lib/libceleriac.{a,so}
 #   worker/*.c                                           -> build/bin/worker
 #   producer/*.c (not client*)                           -> build/bin/producer
-#   services/<name>/*.c, tests/services/<name>/*.c       -> build/services/<name>.so, build/tests/services/<name>.so
+#   services/<name>/*.c (+ services/lib/*.c), tests/services/<name>/*.c -> build/services/<name>.so, build/tests/services/<name>.so
 #   tests/unit/test_*.c, tests/integration/test_*.c      -> one cmocka binary each
 #   tests/fuzz/fuzz_*.c                                  -> libFuzzer targets (make fuzz) and gcc replays (make check)
 #   bench/*.c                                            -> build/bench/<name>
@@ -61,7 +61,8 @@ LIBS_ALL := $(PKG_LIBS) -ldl -lm -lpthread
 LIB_SRCS := $(wildcard common/*.c) $(wildcard broker-adapters/*/*.c) $(wildcard producer/client*.c)
 WORKER_SRCS := $(wildcard worker/*.c)
 PRODUCER_SRCS := $(filter-out producer/client%,$(wildcard producer/*.c))
-SERVICE_NAMES := $(notdir $(patsubst %/,%,$(dir $(wildcard services/*/*.c))))
+SERVICE_NAMES := $(filter-out lib,$(notdir $(patsubst %/,%,$(dir $(wildcard services/*/*.c)))))
+SVCLIB_OBJS = $(call obj,$(wildcard services/lib/*.c))
 TEST_SERVICE_NAMES := $(notdir $(patsubst %/,%,$(dir $(wildcard tests/services/*/*.c))))
 UNIT_SRCS := $(wildcard tests/unit/test_*.c)
 INTEG_SRCS := $(wildcard tests/integration/test_*.c)
@@ -117,8 +118,9 @@ $(PRODUCER): $(call obj,$(PRODUCER_SRCS)) $(LIB_A)
 	@mkdir -p $(@D)
 	$(CC) $(LDFLAGS_ALL) -o $@ $^ $(LIBS_ALL)
 
-# A service links against nothing of the worker: only its own libraries (sqlite3).
-$(BUILD)/services/%.so: $$(call obj,$$(wildcard services/$$*/*.c))
+# A service links against nothing of the worker: only its own libraries (sqlite3) and the
+# shared helpers of services/lib, linked statically into each .so.
+$(BUILD)/services/%.so: $$(call obj,$$(wildcard services/$$*/*.c)) $$(SVCLIB_OBJS)
 	@mkdir -p $(@D)
 	$(CC) -shared $(LDFLAGS_ALL) -o $@ $^ -lsqlite3
 

@@ -296,6 +296,20 @@ static void on_failure(struct cel__sup *s, struct cel__job *j, const struct cel_
     s->failed++;
 }
 
+static void canvas_failure(struct cel__sup *s, struct cel__job *j, int rc)
+{
+    char msg[160];
+    snprintf(msg, sizeof msg, "cannot forward the task's callbacks or chain: %s%s",
+             cel_strerror(rc),
+             rc == CEL_EUNSUPPORTED ? " (nested group/chord signatures are not supported)" : "");
+    struct cel_exc exc = {
+        rc == CEL_EUNSUPPORTED ? "NotImplementedError" : "ValueError", "builtins", {NULL, 0}, msg};
+    s->processed++;
+    log_outcome(s, j, CEL_LOG_ERROR, "failure", "task %s: %s", j->t.id, msg);
+    on_failure(s, j, &exc);
+    cel__job_done(s, j, SETTLE_ACK);
+}
+
 static void on_success(struct cel__sup *s, struct cel__job *j, const struct cel__reply *rep)
 {
     struct cel_span retval = rep->result.len ? rep->result : CEL_SPAN_LIT("\xc0");
@@ -303,6 +317,13 @@ static void on_success(struct cel__sup *s, struct cel__job *j, const struct cel_
     struct cel_buf children = CEL_BUF_INIT;
     cel__outbox_init(&out);
     int rc = cel__canvas_success(&j->t, retval, s->origin, &j->arena, &out, &children);
+    if (rc < 0 && rc != CEL_ENOMEM) {
+        /* a callback or chain this worker cannot build (malformed, or a nested group/chord):
+         * a permanent error, so the job fails instead of being requeued forever */
+        cel_buf_free(&children);
+        canvas_failure(s, j, rc);
+        return;
+    }
     if (rc == 0)
         rc = publish_outbox(s, j, &out);
     for (uint32_t i = 0; rc == 0 && i < rep->n_enq; i++)

@@ -5,13 +5,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
 #include <sqlite3.h>
 
 #include "celeriac/service.h"
+#include "services/lib/svcdb.h"
 
 #define MAX_DEPTH 512
 
@@ -253,55 +253,6 @@ static int count(const struct cel_host *host, struct cel_job *job, void *state)
 
 /* ---- database ---- */
 
-static int mkdir_p(const char *path)
-{
-    char buf[4096];
-    size_t n = strlen(path);
-    if (n == 0 || n >= sizeof buf)
-        return -1;
-    memcpy(buf, path, n + 1);
-    for (char *p = buf + 1; *p; p++) {
-        if (*p != '/')
-            continue;
-        *p = '\0';
-        if (mkdir(buf, 0755) != 0 && errno != EEXIST)
-            return -1;
-        *p = '/';
-    }
-    return mkdir(buf, 0755) != 0 && errno != EEXIST ? -1 : 0;
-}
-
-/* Switching to WAL needs an exclusive lock and does not wait in the busy handler, so a process
- * racing another one's switch on a new file retries for up to 5 s. */
-static int set_wal(sqlite3 *db)
-{
-    int rc = SQLITE_BUSY;
-    for (int i = 0; i < 500 && rc == SQLITE_BUSY; i++)
-        if ((rc = sqlite3_exec(db, "PRAGMA journal_mode=WAL", NULL, NULL, NULL)) == SQLITE_BUSY)
-            sqlite3_sleep(10);
-    return rc;
-}
-
-/* Opens $CELERIAC_DATA_DIR/file (default .run/data), shared by many processes: WAL mode and a
- * busy timeout, so concurrent writers wait instead of failing. */
-static int db_open(const char *file, sqlite3 **out)
-{
-    const char *dir = getenv("CELERIAC_DATA_DIR");
-    char path[4096];
-    if (!dir || !*dir)
-        dir = ".run/data";
-    if (mkdir_p(dir) != 0 || snprintf(path, sizeof path, "%s/%s", dir, file) >= (int)sizeof path)
-        return -1;
-    int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX;
-    if (sqlite3_open_v2(path, out, flags, NULL) != SQLITE_OK ||
-        sqlite3_busy_timeout(*out, 5000) != SQLITE_OK || set_wal(*out) != SQLITE_OK) {
-        sqlite3_close(*out);
-        *out = NULL;
-        return -1;
-    }
-    return 0;
-}
-
 static void bench_fini(void *state)
 {
     struct bench *b = state;
@@ -317,7 +268,7 @@ static int bench_init(const struct cel_host *host, void **state)
     struct bench *b = calloc(1, sizeof *b);
     if (!b)
         return CEL_ENOMEM;
-    if (db_open("bench.db", &b->db) != 0 ||
+    if (svc_db_open("bench.db", &b->db) != 0 ||
         sqlite3_exec(b->db,
                      "PRAGMA synchronous=NORMAL;"
                      "CREATE TABLE IF NOT EXISTS counters("

@@ -7,12 +7,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <sqlite3.h>
 
 #include "celeriac/service.h"
+#include "services/lib/svcdb.h"
 
 struct email {
     sqlite3 *db;
@@ -93,13 +93,6 @@ static int append_line(const char *path, const unsigned char *json, int len)
     return w == len + 1 ? 0 : -1;
 }
 
-static int db_error(const struct cel_host *host, struct cel_job *job, sqlite3 *db, int rc)
-{
-    if (rc == SQLITE_BUSY || rc == SQLITE_LOCKED)
-        return host->retry(job, -1, "RuntimeError", "email.db is busy");
-    return host->fail(job, "RuntimeError", "email.db: %s", sqlite3_errmsg(db));
-}
-
 /* Packs {to, subject, outbox_id} from the insert's RETURNING row and mirrors it to the file. */
 static void sent(const struct cel_host *host, struct cel_job *job, struct email *e)
 {
@@ -148,7 +141,7 @@ static int send_welcome(const struct cel_host *host, struct cel_job *job, void *
     if (rc == SQLITE_ROW)
         sent(host, job, e);
     else
-        rc = db_error(host, job, e->db, rc);
+        rc = svc_db_error(host, job, e->db, "email.db", rc);
     sqlite3_reset(e->insert);
     sqlite3_clear_bindings(e->insert);
     return rc == SQLITE_ROW ? 0 : rc;
@@ -173,7 +166,7 @@ static int outbox(const struct cel_host *host, struct cel_job *job, void *state)
     struct email *e = state;
     int rc = sqlite3_exec(e->db, "BEGIN", NULL, NULL, NULL);
     if (rc != SQLITE_OK)
-        return db_error(host, job, e->db, rc);
+        return svc_db_error(host, job, e->db, "email.db", rc);
     rc = sqlite3_step(e->count);
     if (rc == SQLITE_ROW) {
         msgpack_packer *pk = host->result(job);
@@ -184,64 +177,10 @@ static int outbox(const struct cel_host *host, struct cel_job *job, void *state)
     sqlite3_reset(e->count);
     sqlite3_reset(e->list);
     sqlite3_exec(e->db, "COMMIT", NULL, NULL, NULL);
-    return rc == SQLITE_DONE ? 0 : db_error(host, job, e->db, rc);
+    return rc == SQLITE_DONE ? 0 : svc_db_error(host, job, e->db, "email.db", rc);
 }
 
 /* ---- database ---- */
-
-static int mkdir_p(const char *path)
-{
-    char buf[4096];
-    size_t n = strlen(path);
-    if (n == 0 || n >= sizeof buf)
-        return -1;
-    memcpy(buf, path, n + 1);
-    for (char *p = buf + 1; *p; p++) {
-        if (*p != '/')
-            continue;
-        *p = '\0';
-        if (mkdir(buf, 0755) != 0 && errno != EEXIST)
-            return -1;
-        *p = '/';
-    }
-    return mkdir(buf, 0755) != 0 && errno != EEXIST ? -1 : 0;
-}
-
-/* Switching to WAL needs an exclusive lock and does not wait in the busy handler, so a process
- * racing another one's switch on a new file retries for up to 5 s. */
-static int set_wal(sqlite3 *db)
-{
-    int rc = SQLITE_BUSY;
-    for (int i = 0; i < 500 && rc == SQLITE_BUSY; i++)
-        if ((rc = sqlite3_exec(db, "PRAGMA journal_mode=WAL", NULL, NULL, NULL)) == SQLITE_BUSY)
-            sqlite3_sleep(10);
-    return rc;
-}
-
-/* Opens $CELERIAC_DATA_DIR/file (default .run/data), shared by many processes: WAL mode and a
- * busy timeout, so concurrent writers wait instead of failing. */
-static int db_open(const char *file, sqlite3 **out)
-{
-    const char *dir = getenv("CELERIAC_DATA_DIR");
-    char path[4096];
-    if (!dir || !*dir)
-        dir = ".run/data";
-    if (mkdir_p(dir) != 0 || snprintf(path, sizeof path, "%s/%s", dir, file) >= (int)sizeof path)
-        return -1;
-    int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX;
-    if (sqlite3_open_v2(path, out, flags, NULL) != SQLITE_OK ||
-        sqlite3_busy_timeout(*out, 5000) != SQLITE_OK || set_wal(*out) != SQLITE_OK) {
-        sqlite3_close(*out);
-        *out = NULL;
-        return -1;
-    }
-    return 0;
-}
-
-static int prepare(sqlite3 *db, const char *sql, sqlite3_stmt **stmt)
-{
-    return sqlite3_prepare_v3(db, sql, -1, SQLITE_PREPARE_PERSISTENT, stmt, NULL);
-}
 
 static void email_fini(void *state)
 {
@@ -277,12 +216,14 @@ static int email_init(const struct cel_host *host, void **state)
     const char *file = getenv("CELERIAC_EMAIL_OUTBOX_FILE");
     if (!e)
         return CEL_ENOMEM;
-    if ((file && *file && !(e->outbox_file = strdup(file))) || db_open("email.db", &e->db) != 0 ||
+    if ((file && *file && !(e->outbox_file = strdup(file))) ||
+        svc_db_open("email.db", &e->db) != 0 ||
         sqlite3_exec(e->db, schema, NULL, NULL, NULL) != SQLITE_OK ||
-        prepare(e->db, insert_sql, &e->insert) != SQLITE_OK ||
-        prepare(e->db, "SELECT count(*) FROM outbox", &e->count) != SQLITE_OK ||
-        prepare(e->db, "SELECT id, job_id, to_addr, subject, body, created FROM outbox ORDER BY id",
-                &e->list) != SQLITE_OK) {
+        svc_db_prepare(e->db, insert_sql, &e->insert) != SQLITE_OK ||
+        svc_db_prepare(e->db, "SELECT count(*) FROM outbox", &e->count) != SQLITE_OK ||
+        svc_db_prepare(e->db,
+                       "SELECT id, job_id, to_addr, subject, body, created FROM outbox ORDER BY id",
+                       &e->list) != SQLITE_OK) {
         email_fini(e);
         return CEL_EIO;
     }

@@ -1,14 +1,13 @@
 /* users.c: the users service: create (validated, unique username and email), get and list
  * users stored in users.db. */
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #include <sqlite3.h>
 
 #include "celeriac/service.h"
+#include "services/lib/svcdb.h"
 
 #define USERNAME_MAX 64
 #define EMAIL_MAX 254
@@ -156,14 +155,6 @@ static void pack_user(msgpack_packer *pk, sqlite3_stmt *stmt)
                                (size_t)sqlite3_column_bytes(stmt, 2));
 }
 
-/* A database error: busy means another process holds the lock for too long, so retry later. */
-static int db_error(const struct cel_host *host, struct cel_job *job, sqlite3 *db, int rc)
-{
-    if (rc == SQLITE_BUSY || rc == SQLITE_LOCKED)
-        return host->retry(job, -1, "RuntimeError", "users.db is busy");
-    return host->fail(job, "RuntimeError", "users.db: %s", sqlite3_errmsg(db));
-}
-
 /* ---- tasks ---- */
 
 static int username_taken(struct users *u, const msgpack_object_str *name)
@@ -181,7 +172,7 @@ static int create_failed(const struct cel_host *host, struct cel_job *job, struc
                          const msgpack_object_str *name, const msgpack_object_str *email)
 {
     if (sqlite3_extended_errcode(u->db) != SQLITE_CONSTRAINT_UNIQUE)
-        return db_error(host, job, u->db, rc);
+        return svc_db_error(host, job, u->db, "users.db", rc);
     if (username_taken(u, name))
         return host->fail(job, "ValueError", "username '%.*s' already exists", (int)name->size,
                           name->ptr);
@@ -240,7 +231,7 @@ static int get(const struct cel_host *host, struct cel_job *job, void *state)
     else if (rc == SQLITE_DONE)
         rc = host->fail(job, "KeyError", "user %lld not found", (long long)id->via.i64);
     else
-        rc = db_error(host, job, u->db, rc);
+        rc = svc_db_error(host, job, u->db, "users.db", rc);
     sqlite3_reset(u->get);
     return rc == SQLITE_ROW ? 0 : rc;
 }
@@ -255,7 +246,7 @@ static int list(const struct cel_host *host, struct cel_job *job, void *state)
     if (rc != 0)
         return rc;
     if ((rc = sqlite3_exec(u->db, "BEGIN", NULL, NULL, NULL)) != SQLITE_OK)
-        return db_error(host, job, u->db, rc);
+        return svc_db_error(host, job, u->db, "users.db", rc);
     rc = sqlite3_step(u->count);
     if (rc == SQLITE_ROW) {
         msgpack_packer *pk = host->result(job);
@@ -266,64 +257,10 @@ static int list(const struct cel_host *host, struct cel_job *job, void *state)
     sqlite3_reset(u->count);
     sqlite3_reset(u->list);
     sqlite3_exec(u->db, "COMMIT", NULL, NULL, NULL);
-    return rc == SQLITE_DONE ? 0 : db_error(host, job, u->db, rc);
+    return rc == SQLITE_DONE ? 0 : svc_db_error(host, job, u->db, "users.db", rc);
 }
 
 /* ---- database ---- */
-
-static int mkdir_p(const char *path)
-{
-    char buf[4096];
-    size_t n = strlen(path);
-    if (n == 0 || n >= sizeof buf)
-        return -1;
-    memcpy(buf, path, n + 1);
-    for (char *p = buf + 1; *p; p++) {
-        if (*p != '/')
-            continue;
-        *p = '\0';
-        if (mkdir(buf, 0755) != 0 && errno != EEXIST)
-            return -1;
-        *p = '/';
-    }
-    return mkdir(buf, 0755) != 0 && errno != EEXIST ? -1 : 0;
-}
-
-/* Switching to WAL needs an exclusive lock and does not wait in the busy handler, so a process
- * racing another one's switch on a new file retries for up to 5 s. */
-static int set_wal(sqlite3 *db)
-{
-    int rc = SQLITE_BUSY;
-    for (int i = 0; i < 500 && rc == SQLITE_BUSY; i++)
-        if ((rc = sqlite3_exec(db, "PRAGMA journal_mode=WAL", NULL, NULL, NULL)) == SQLITE_BUSY)
-            sqlite3_sleep(10);
-    return rc;
-}
-
-/* Opens $CELERIAC_DATA_DIR/file (default .run/data), shared by many processes: WAL mode and a
- * busy timeout, so concurrent writers wait instead of failing. */
-static int db_open(const char *file, sqlite3 **out)
-{
-    const char *dir = getenv("CELERIAC_DATA_DIR");
-    char path[4096];
-    if (!dir || !*dir)
-        dir = ".run/data";
-    if (mkdir_p(dir) != 0 || snprintf(path, sizeof path, "%s/%s", dir, file) >= (int)sizeof path)
-        return -1;
-    int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX;
-    if (sqlite3_open_v2(path, out, flags, NULL) != SQLITE_OK ||
-        sqlite3_busy_timeout(*out, 5000) != SQLITE_OK || set_wal(*out) != SQLITE_OK) {
-        sqlite3_close(*out);
-        *out = NULL;
-        return -1;
-    }
-    return 0;
-}
-
-static int prepare(sqlite3 *db, const char *sql, sqlite3_stmt **stmt)
-{
-    return sqlite3_prepare_v3(db, sql, -1, SQLITE_PREPARE_PERSISTENT, stmt, NULL);
-}
 
 static void users_fini(void *state)
 {
@@ -351,15 +288,16 @@ static int users_init(const struct cel_host *host, void **state)
     struct users *u = calloc(1, sizeof *u);
     if (!u)
         return CEL_ENOMEM;
-    if (db_open("users.db", &u->db) != 0 ||
+    if (svc_db_open("users.db", &u->db) != 0 ||
         sqlite3_exec(u->db, schema, NULL, NULL, NULL) != SQLITE_OK ||
-        prepare(u->db,
-                "INSERT INTO users(username, email) VALUES(?1, ?2) RETURNING id, username, email",
-                &u->insert) != SQLITE_OK ||
-        prepare(u->db, "SELECT 1 FROM users WHERE username = ?1", &u->taken) ||
-        prepare(u->db, "SELECT id, username, email FROM users WHERE id = ?1", &u->get) ||
-        prepare(u->db, "SELECT count(*) FROM users", &u->count) ||
-        prepare(u->db, "SELECT id, username, email FROM users ORDER BY id", &u->list)) {
+        svc_db_prepare(
+            u->db,
+            "INSERT INTO users(username, email) VALUES(?1, ?2) RETURNING id, username, email",
+            &u->insert) != SQLITE_OK ||
+        svc_db_prepare(u->db, "SELECT 1 FROM users WHERE username = ?1", &u->taken) ||
+        svc_db_prepare(u->db, "SELECT id, username, email FROM users WHERE id = ?1", &u->get) ||
+        svc_db_prepare(u->db, "SELECT count(*) FROM users", &u->count) ||
+        svc_db_prepare(u->db, "SELECT id, username, email FROM users ORDER BY id", &u->list)) {
         users_fini(u);
         return CEL_EIO;
     }
