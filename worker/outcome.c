@@ -634,6 +634,17 @@ static int chord_error(struct cel__sup *s, struct cel__job *j, const char *body_
         rc = cel_store_put_results(s->store, &j->puts[j->n_puts - 1], 1);
     cel_log_warning("chord %s failed: %s: %s", j->t.group, exc->type,
                     exc->message ? exc->message : "");
+    /* the body's link_error, as Celery's chord_error_from_stack calls it */
+    struct cel__outbox out;
+    cel__outbox_init(&out);
+    if (rc == 0 && cel__canvas_chord_errbacks(&j->t, s->origin, &j->arena, &out) == 0 && out.n) {
+        size_t first = j->n_pubs;
+        for (size_t i = 0; rc == 0 && i < out.n; i++)
+            rc = cel__outcome_publish_task(s, j, &out.items[i].task, out.items[i].queue,
+                                           out.items[i].delay_s);
+        if (rc == 0)
+            rc = s->bc->publish(s->broker, &j->pubs[first], j->n_pubs - first, NULL);
+    }
     return rc;
 }
 
@@ -649,6 +660,17 @@ static int chord_body(struct cel__sup *s, struct cel__job *j, struct cel_span pa
     }
     if (!body)
         return err && body_id ? chord_error(s, j, body_id, err) : 0;
+    /* A worker killed between this publish and the cleanup below completes the chord again on
+     * redelivery and publishes the body a second time; the idempotency key makes a celeriac
+     * worker run it once all the same. */
+    if (!body->task.idempotency_key) {
+        size_t n = strlen(j->t.group) + 32;
+        char *key = cel_arena_alloc(&j->arena, n);
+        if (!key)
+            return CEL_ENOMEM;
+        snprintf(key, n, "celeriac-chord-%s", j->t.group);
+        body->task.idempotency_key = key;
+    }
     size_t first = j->n_pubs;
     if ((rc = cel__outcome_publish_task(s, j, &body->task, body->queue, body->delay_s)) < 0)
         return rc;

@@ -155,6 +155,18 @@ def test_chord_part_failure_is_a_chord_error(app, queues, cworker):
     assert str(e.value) == f"Dependency {failed_id} raised RuntimeError('boom')"
 
 
+def test_chord_error_calls_the_body_link_error(app, queues, cworker):
+    # Celery's chord_error_from_stack: the body's link_error runs with the body's id
+    q = queues()
+    cworker(q)
+    eb_id = uniq("eb")
+    header = [sig(app, "bench.noop", 1, queue=q), sig(app, "bench.fail", "boom", queue=q)]
+    body = sig(app, "bench.noop", queue=q)
+    body.link_error(sig(app, "bench.noop", queue=q, task_id=eb_id))
+    res = chord(header)(body)
+    assert app.AsyncResult(eb_id).get(timeout=RESULT_TIMEOUT) == res.id
+
+
 @pytest.mark.parametrize("last", ["python", "c"])
 def test_chord_header_on_both_kinds_of_worker(app, config, queues, cworker, pyworker, last):
     # the worker that completes the last part reads every entry of the .j key, written by both
