@@ -12,7 +12,10 @@ struct cel_buf {
     size_t cap;
 };
 
-#define CEL_BUF_INIT {NULL, 0, 0}
+#define CEL_BUF_INIT                                                                               \
+    {                                                                                              \
+        NULL, 0, 0                                                                                 \
+    }
 
 int cel_buf_reserve(struct cel_buf *b, size_t extra);
 int cel_buf_append(struct cel_buf *b, const void *p, size_t n);

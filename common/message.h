@@ -29,10 +29,10 @@ struct cel_props {
 
 /* Decoding limits; every one enforced before the allocation it guards. */
 struct cel_limits {
-    size_t max_body;     /* bytes of the message body (default 16 MiB) */
-    size_t max_depth;    /* nesting of arrays/maps (default 64) */
-    size_t max_items;    /* elements in any one array or map (default 1,000,000) */
-    size_t max_str;      /* bytes of any one string (default 8 MiB) */
+    size_t max_body;  /* bytes of the message body (default 16 MiB) */
+    size_t max_depth; /* nesting of arrays/maps (default 64) */
+    size_t max_items; /* elements in any one array or map (default 1,000,000) */
+    size_t max_str;   /* bytes of any one string (default 8 MiB) */
 };
 extern const struct cel_limits cel_default_limits;
 
@@ -44,15 +44,15 @@ struct cel_task {
 
     /* the 16 Celery headers */
     const char *lang;
-    const char *task;      /* required */
-    const char *id;        /* required */
+    const char *task; /* required */
+    const char *id;   /* required */
     const char *shadow;
-    int64_t eta;           /* us since epoch; 0 = none */
-    int64_t expires;       /* us since epoch; 0 = none */
+    int64_t eta;     /* us since epoch; 0 = none */
+    int64_t expires; /* us since epoch; 0 = none */
     const char *group;
-    int64_t group_index;   /* -1 = none */
+    int64_t group_index; /* -1 = none */
     int64_t retries;
-    double time_limit;     /* hard, seconds; 0 = none (timelimit[0]) */
+    double time_limit;      /* hard, seconds; 0 = none (timelimit[0]) */
     double soft_time_limit; /* seconds; 0 = none (timelimit[1]) */
     const char *root_id;
     const char *parent_id;
@@ -75,7 +75,7 @@ struct cel_task {
     struct cel_span chain;     /* embed.chain (reverse order: next task last) */
     struct cel_span chord;     /* embed.chord: one signature map */
 
-    enum cel_format format;    /* the body format it arrived in / will be sent in */
+    enum cel_format format; /* the body format it arrived in / will be sent in */
 };
 
 /* Fills the optional fields with Celery's defaults (group_index -1, lang "py", retries 0...). */
@@ -101,7 +101,8 @@ int cel_msgpack_repr(struct cel_span mp, size_t maxlen, struct cel_buf *out);
 
 /* Checks that mp holds exactly one well-formed msgpack value within the limits: text valid
  * UTF-8, map keys strings, no ext types. The same checks the decoder applies to a body. */
-int cel_msgpack_validate(struct cel_span mp, const struct cel_limits *lim, char *err, size_t errlen);
+int cel_msgpack_validate(struct cel_span mp, const struct cel_limits *lim, char *err,
+                         size_t errlen);
 
 /* ---- internal to the codec (message.c, repr.c, json.c, result.c); other parts use the API above.
  * A pure cursor over msgpack bytes: every read is bounds-checked, nothing is allocated. ---- */
@@ -151,7 +152,7 @@ int cel__mp_put_int(struct cel_buf *b, int64_t v);
 int cel__mp_put_uint(struct cel_buf *b, uint64_t v);
 int cel__mp_put_double(struct cel_buf *b, double v);
 int cel__mp_put_str(struct cel_buf *b, const char *s, size_t n);
-int cel__mp_put_str_hdr(struct cel_buf *b, size_t n); /* the header only; n bytes must follow */
+int cel__mp_put_str_hdr(struct cel_buf *b, size_t n);   /* the header only; n bytes must follow */
 int cel__mp_put_cstr(struct cel_buf *b, const char *s); /* NULL -> nil */
 int cel__mp_put_bin(struct cel_buf *b, const void *s, size_t n);
 int cel__mp_put_array(struct cel_buf *b, size_t n);

@@ -280,8 +280,7 @@ static int rd_exc(struct rdec *d)
         return 0;
     const char *p = res.ptr, *end = res.ptr + res.len;
     struct cel__mp_tok m, k, t;
-    if (!exception_state(d->v->r.status) || cel__mp_next(&p, end, &m) ||
-        m.kind != CEL__MP_MAP)
+    if (!exception_state(d->v->r.status) || cel__mp_next(&p, end, &m) || m.kind != CEL__MP_MAP)
         return 0;
     memset(e, 0, sizeof *e);
     for (uint32_t i = 0; i < m.len; i++) {

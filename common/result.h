@@ -15,23 +15,23 @@
 
 /* An exception as Celery stores it with non-pickle serializers. */
 struct cel_exc {
-    const char *type;    /* exc_type, e.g. "ValueError" */
-    const char *module;  /* exc_module, e.g. "builtins", "celery.exceptions" */
+    const char *type;     /* exc_type, e.g. "ValueError" */
+    const char *module;   /* exc_module, e.g. "builtins", "celery.exceptions" */
     struct cel_span args; /* exc_message: msgpack array; len 0 means [message] */
-    const char *message; /* used when args.len == 0 */
+    const char *message;  /* used when args.len == 0 */
 };
 
 struct cel_result {
-    const char *status;       /* one of CEL_STATE_* */
-    struct cel_span result;   /* msgpack value (SUCCESS); len 0 = nil. Ignored when exc set */
+    const char *status;        /* one of CEL_STATE_* */
+    struct cel_span result;    /* msgpack value (SUCCESS); len 0 = nil. Ignored when exc set */
     const struct cel_exc *exc; /* FAILURE/RETRY/REVOKED: encoded as the exception dict */
-    const char *traceback;    /* NULL = nil */
-    struct cel_span children; /* msgpack array; len 0 = [] */
-    int64_t date_done;        /* us since epoch; 0 = nil (non-ready states) */
-    const char *group_id;     /* only written when non-NULL */
-    const char *parent_id;    /* only written when non-NULL */
-    const char *task_id;      /* required */
-    struct cel_span extra;    /* msgpack map of extra fields appended after task_id; len 0 = none */
+    const char *traceback;     /* NULL = nil */
+    struct cel_span children;  /* msgpack array; len 0 = [] */
+    int64_t date_done;         /* us since epoch; 0 = nil (non-ready states) */
+    const char *group_id;      /* only written when non-NULL */
+    const char *parent_id;     /* only written when non-NULL */
+    const char *task_id;       /* required */
+    struct cel_span extra; /* msgpack map of extra fields appended after task_id; len 0 = none */
 };
 
 /* Appends the encoded meta to out in the given format. */

@@ -6,8 +6,8 @@ const char *cel_strerror(int err)
     switch (err) {
     case CEL_OK:
         return "success";
-#define CEL__ERRNO_STR(name, code, str)                                                    \
-    case CEL_##name:                                                                       \
+#define CEL__ERRNO_STR(name, code, str)                                                            \
+    case CEL_##name:                                                                               \
         return str;
         CEL_ERRNO_MAP(CEL__ERRNO_STR)
 #undef CEL__ERRNO_STR
@@ -20,8 +20,8 @@ const char *cel_errname(int err)
     switch (err) {
     case CEL_OK:
         return "CEL_OK";
-#define CEL__ERRNO_NAME(name, code, str)                                                   \
-    case CEL_##name:                                                                       \
+#define CEL__ERRNO_NAME(name, code, str)                                                           \
+    case CEL_##name:                                                                               \
         return "CEL_" #name;
         CEL_ERRNO_MAP(CEL__ERRNO_NAME)
 #undef CEL__ERRNO_NAME

@@ -10,10 +10,11 @@
 #include "celeriac/celeriac.h"
 
 enum cel_vtype {
-    CEL_V_VOID,   /* AMQP 'V', msgpack nil */
-    CEL_V_BOOL,   /* 't' */
-    CEL_V_INT,    /* 'b','s','I','L' (signed) -> encoded as 'I' when it fits in int32, else 'L' */
-    CEL_V_UINT,   /* 'B','u','i','l' (unsigned, from AMQP input only); encoded as 'L' if <= INT64_MAX */
+    CEL_V_VOID, /* AMQP 'V', msgpack nil */
+    CEL_V_BOOL, /* 't' */
+    CEL_V_INT,  /* 'b','s','I','L' (signed) -> encoded as 'I' when it fits in int32, else 'L' */
+    CEL_V_UINT, /* 'B','u','i','l' (unsigned, from AMQP input only); encoded as 'L' if <= INT64_MAX
+                 */
     CEL_V_DOUBLE, /* 'f','d' */
     CEL_V_STR,    /* 'S' (UTF-8 text) */
     CEL_V_BYTES,  /* 'x' */

@@ -17,12 +17,14 @@ if [ "${KEEP_STACK:-0}" != 1 ]; then
     trap 'scripts/stack.sh down' EXIT
 fi
 
-SUITES=${TESTS:-unit integration interop chaos cluster}
+SUITES=${TESTS:-format unit integration interop chaos cluster}
 pass=0; fail=0; failed=()
 record() { if [ "$1" -eq 0 ]; then pass=$((pass + 1)); else fail=$((fail + 1)); failed+=("$2"); fi; }
 
 for suite in $SUITES; do
     case $suite in
+    format)
+        make -s format-check; record $? "make format-check" ;;
     unit)
         for t in build/tests/unit/test_*; do "$t"; record $? "$t"; done ;;
     integration|interop|chaos)

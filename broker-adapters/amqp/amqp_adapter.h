@@ -39,7 +39,7 @@ struct cel__amqp_queue {
     bool delay_bound; /* bound to the delay deliver exchange on the current tx connection */
     bool consuming;   /* consume() asked for it and cancel() did not stop it */
     uint16_t prefetch;
-    char *ctag; /* consumer tag on the current rx connection, NULL when not consuming */
+    char *ctag;   /* consumer tag on the current rx connection, NULL when not consuming */
     bool control; /* the remote control queue: declared before every consume, no_ack */
 };
 

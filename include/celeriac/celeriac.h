@@ -13,6 +13,7 @@
 /* Every fallible function returns 0 or one of these negative codes. Ranges: -1..-99 general,
  * -100.. codec, -200.. broker, -300.. store, -400.. services and worker. Add codes here only;
  * the enum and cel_strerror() are both generated from this list. */
+/* clang-format off */
 #define CEL_ERRNO_MAP(X)                                                                   \
     X(ENOMEM, -1, "out of memory")                                                         \
     X(EINVAL, -2, "invalid argument")                                                      \
@@ -52,6 +53,7 @@
     X(ETASKNAME, -403, "invalid task name")                                                \
     X(ELOAD, -404, "cannot load shared object")                                            \
     X(ENOTASK, -405, "task not registered")
+/* clang-format on */
 
 enum cel_status {
     CEL_OK = 0,

@@ -50,13 +50,13 @@ struct cel_job_info {
  * the handler returns and before the current job is acked, so a follow-up is never lost and
  * never sent for a job that will run again because it was not acked. */
 struct cel_enqueue {
-    const char *task;           /* required */
-    const char *queue;          /* NULL = the task name's first component */
-    struct cel_span args;       /* msgpack array; len 0 = [] */
-    struct cel_span kwargs;     /* msgpack map; len 0 = {} */
-    const char *args_json;      /* alternative to args: JSON array text */
-    const char *kwargs_json;    /* alternative to kwargs: JSON object text */
-    double countdown;           /* seconds; 0 = now */
+    const char *task;            /* required */
+    const char *queue;           /* NULL = the task name's first component */
+    struct cel_span args;        /* msgpack array; len 0 = [] */
+    struct cel_span kwargs;      /* msgpack map; len 0 = {} */
+    const char *args_json;       /* alternative to args: JSON array text */
+    const char *kwargs_json;     /* alternative to kwargs: JSON object text */
+    double countdown;            /* seconds; 0 = now */
     const char *idempotency_key; /* NULL = none */
 };
 
@@ -103,16 +103,16 @@ enum cel_task_flags {
 };
 
 struct cel_task_def {
-    const char *name;        /* "<service>.<name>": letters, digits, '_', '.', '-'; < 200 bytes */
+    const char *name; /* "<service>.<name>": letters, digits, '_', '.', '-'; < 200 bytes */
     cel_handler_fn handler;
-    double time_limit;       /* hard limit in seconds; 0 = the worker's --time-limit */
-    double soft_time_limit;  /* seconds; 0 = the worker's --soft-time-limit */
-    int max_retries;         /* 0 = the default (3); < 0 = unlimited */
-    double retry_delay;      /* countdown when retry() passes < 0 and no backoff; 0 = 180 s */
-    double retry_backoff;    /* > 0: exponential backoff base in seconds, with full jitter */
+    double time_limit;        /* hard limit in seconds; 0 = the worker's --time-limit */
+    double soft_time_limit;   /* seconds; 0 = the worker's --soft-time-limit */
+    int max_retries;          /* 0 = the default (3); < 0 = unlimited */
+    double retry_delay;       /* countdown when retry() passes < 0 and no backoff; 0 = 180 s */
+    double retry_backoff;     /* > 0: exponential backoff base in seconds, with full jitter */
     double retry_backoff_max; /* cap of the backoff; 0 = 600 s */
-    const char *rate_limit;  /* "10/s", "100/m", "1000/h"; NULL = none */
-    unsigned flags;          /* enum cel_task_flags */
+    const char *rate_limit;   /* "10/s", "100/m", "1000/h"; NULL = none */
+    unsigned flags;           /* enum cel_task_flags */
     void *reserved[4];
 };
 
@@ -128,8 +128,11 @@ struct cel_service {
     void *reserved[8];
 };
 
-#define CEL_SERVICE_EXPORT(desc)                                                           \
-    const struct cel_service *celeriac_service(void);                                      \
-    const struct cel_service *celeriac_service(void) { return &(desc); }
+#define CEL_SERVICE_EXPORT(desc)                                                                   \
+    const struct cel_service *celeriac_service(void);                                              \
+    const struct cel_service *celeriac_service(void)                                               \
+    {                                                                                              \
+        return &(desc);                                                                            \
+    }
 
 #endif
