@@ -6,6 +6,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "common/clock.h"
 #include "common/json.h"
 #include "common/log.h"
 #include "common/message.h"
@@ -246,8 +247,10 @@ static void run_handler(struct cel_job *job)
 void cel__job_execute(struct cel_job *job, struct cel__reply *r)
 {
     reset(job);
+    int64_t t0 = cel_mono_us();
     run_handler(job);
     memset(r, 0, sizeof *r);
+    r->wall_us = cel_mono_us() - t0;
     r->outcome = job->settled ? job->outcome : CEL__OUT_SUCCESS;
     if (r->outcome == CEL__OUT_SUCCESS) {
         r->result = cel_buf_span(&job->result);

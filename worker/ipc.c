@@ -159,7 +159,7 @@ int cel__ipc_pack_reply(struct cel_buf *out, const struct cel__reply *r)
     size_t start = cel__frame_begin(out);
     msgpack_packer pk;
     msgpack_packer_init(&pk, out, cel_buf_msgpack_write);
-    msgpack_pack_array(&pk, 7);
+    msgpack_pack_array(&pk, 8);
     msgpack_pack_uint64(&pk, r->seq);
     msgpack_pack_int(&pk, r->outcome);
     if (r->outcome == CEL__OUT_SUCCESS)
@@ -172,6 +172,7 @@ int cel__ipc_pack_reply(struct cel_buf *out, const struct cel__reply *r)
     msgpack_pack_int64(&pk, r->utime_us);
     msgpack_pack_int64(&pk, r->stime_us);
     msgpack_pack_int64(&pk, r->maxrss_kb);
+    msgpack_pack_int64(&pk, r->wall_us);
     cel__frame_end(out, start);
     return out->data ? 0 : CEL_ENOMEM;
 }
@@ -246,7 +247,7 @@ int cel__ipc_unpack_reply(struct cel_span payload, msgpack_zone *z, struct cel_a
 {
     msgpack_object root;
     memset(r, 0, sizeof *r);
-    if (unpack(payload, z, &root, 7) < 0)
+    if (unpack(payload, z, &root, 8) < 0)
         return CEL_EDECODE;
     const msgpack_object *o = root.via.array.ptr;
     r->seq = (uint64_t)obj_int(&o[0]);
@@ -263,5 +264,6 @@ int cel__ipc_unpack_reply(struct cel_span payload, msgpack_zone *z, struct cel_a
     r->utime_us = obj_int(&o[4]);
     r->stime_us = obj_int(&o[5]);
     r->maxrss_kb = obj_int(&o[6]);
+    r->wall_us = obj_int(&o[7]);
     return rc;
 }

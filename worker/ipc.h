@@ -55,6 +55,7 @@ struct cel__reply {
     uint32_t n_enq;
     struct cel__enq *enq; /* unpacking: n_enq items */
     int64_t utime_us, stime_us, maxrss_kb;
+    int64_t wall_us; /* the handler's wall time */
 };
 
 /* Starts a frame in out (reserves the length) and returns its offset for cel__frame_end. */

@@ -84,8 +84,11 @@ const struct cel__task_entry *cel__registry_find(const struct cel__registry *r, 
 
 static int build_table(struct cel__registry *r)
 {
-    if (r->n_tasks && !(r->buckets = calloc(r->n_tasks, sizeof *r->buckets)))
+    if (r->n_tasks && (!(r->buckets = calloc(r->n_tasks, sizeof *r->buckets)) ||
+                       !(r->stats = calloc(r->n_tasks, sizeof *r->stats))))
         return CEL_ENOMEM;
+    for (size_t t = 0; t < r->n_tasks; t++)
+        r->tasks[t].stat = &r->stats[t];
     for (size_t t = 0; t < r->n_tasks; t++)
         if (r->tasks[t].rate_per_s > 0) {
             r->tasks[t].bucket = &r->buckets[t];
@@ -418,5 +421,6 @@ void cel__registry_unref(struct cel__registry *r)
     free(r->tasks);
     free(r->table);
     free(r->buckets);
+    free(r->stats);
     free(r);
 }

@@ -25,13 +25,19 @@ struct cel__bucket {
     int64_t last_us; /* monotonic time of the last refill */
 };
 
+/* What the supervisor learns about a task by running it (pool.c decides batching with it). */
+struct cel__task_stat {
+    int64_t avg_wall_us; /* moving average of the handler's wall time; 0 = not run yet */
+};
+
 /* Per-task settings the supervisor needs, parsed once at load time. */
 struct cel__task_entry {
     const char *name;
     const struct cel_task_def *def;
     struct cel__service_slot *slot;
-    double rate_per_s;          /* from def->rate_limit; 0 = unlimited */
-    struct cel__bucket *bucket; /* NULL when not rate limited */
+    double rate_per_s;           /* from def->rate_limit; 0 = unlimited */
+    struct cel__bucket *bucket;  /* NULL when not rate limited */
+    struct cel__task_stat *stat; /* never NULL in a built registry */
 };
 
 struct cel__registry {
@@ -41,8 +47,9 @@ struct cel__registry {
     size_t n_slots;
     struct cel__task_entry *tasks;
     size_t n_tasks;
-    uint32_t *table;             /* open addressing: index + 1 into tasks, 0 = empty */
-    struct cel__bucket *buckets; /* one per task */
+    uint32_t *table;              /* open addressing: index + 1 into tasks, 0 = empty */
+    struct cel__bucket *buckets;  /* one per task */
+    struct cel__task_stat *stats; /* one per task */
     uint32_t mask;
     struct cel__registry *prev; /* older generation this one keeps alive (shared slots) */
 };

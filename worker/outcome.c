@@ -427,6 +427,11 @@ static void usage_extra(struct cel__sup *s, struct cel__job *j, const struct cel
 void cel__outcome_reply(struct cel__sup *s, struct cel__job *j, const struct cel__reply *r)
 {
     s->processed++;
+    if (j->entry) { /* learn how long the task takes (pool.c batches only fast ones) */
+        struct cel__task_stat *st = j->entry->stat;
+        st->avg_wall_us = st->avg_wall_us ? st->avg_wall_us + (r->wall_us - st->avg_wall_us) / 8
+                                          : (r->wall_us > 0 ? r->wall_us : 1);
+    }
     usage_extra(s, j, r);
     if (r->outcome == CEL__OUT_SUCCESS) {
         on_success(s, j, r);

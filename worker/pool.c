@@ -286,12 +286,17 @@ static void solo_run(struct cel__sup *s, struct cel__job *j)
     cel__outcome_reply(s, j, &out);
 }
 
-/* Batches (see sup.h): at most BATCH_MAX jobs, and only jobs that may share a child. */
+/* Batches (see sup.h): at most BATCH_MAX jobs, and only jobs that may share a child: tasks
+ * whose handlers have been seen to take under BATCH_FAST_US on average, so that a slow job
+ * does not keep the jobs batched behind it from idle children. */
 #define BATCH_MAX 16
+#define BATCH_FAST_US 1000
 
 static bool batchable(const struct cel__sup *s, const struct cel__job *j)
 {
-    return !j->d.redelivered && !j->entry->bucket && hard_limit_of(s, j) <= 0;
+    int64_t avg = j->entry->stat->avg_wall_us;
+    return avg > 0 && avg < BATCH_FAST_US && !j->d.redelivered && !j->entry->bucket &&
+           hard_limit_of(s, j) <= 0;
 }
 
 static size_t batch_size(const struct cel__sup *s, const struct cel__child *c)

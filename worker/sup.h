@@ -15,6 +15,8 @@
  *   later jobs pass for up to 1 s, then goes back through the delay levels. When the local queue
  *   is deep an idle child gets a batch: up to 16 jobs, at most its share of the queue (queued /
  *   children), in one write; it runs them in order and writes their replies together (pool.c).
+ *   Only tasks whose handlers have run in under 1 ms on average are batched, so a slow job never
+ *   holds others back from an idle child (a new task runs alone until it has been measured).
  *   A batch is never added to while the child is busy. Sent alone: jobs with a hard time limit
  *   (their clock starts when they start), redelivered jobs (so a crash is blamed on the job that
  *   crashed: a batch whose child dies is requeued unblamed and its jobs come back alone) and
