@@ -106,7 +106,8 @@ def stop_worker(proc):
     return ru.ru_utime + ru.ru_stime
 
 
-def tree_rss_kb(pid):
+def tree_kb(pid, path, field):
+    """Sum of one /proc/<p>/<path> field (kB) over the worker and its children."""
     pids = [pid]
     try:
         with open(f"/proc/{pid}/task/{pid}/children") as f:
@@ -116,32 +117,22 @@ def tree_rss_kb(pid):
     total = 0
     for p in pids:
         try:
-            with open(f"/proc/{p}/status") as f:
+            with open(f"/proc/{p}/{path}") as f:
                 for line in f:
-                    if line.startswith("VmRSS:"):
+                    if line.startswith(field):
                         total += int(line.split()[1])
         except OSError:
             pass
     return total
+
+
+def tree_rss_kb(pid):
+    return tree_kb(pid, "status", "VmRSS:")
 
 
 def tree_pss_kb(pid):
-    pids = [pid]
-    try:
-        with open(f"/proc/{pid}/task/{pid}/children") as f:
-            pids += [int(p) for p in f.read().split()]
-    except OSError:
-        pass
-    total = 0
-    for p in pids:
-        try:
-            with open(f"/proc/{p}/smaps_rollup") as f:
-                for line in f:
-                    if line.startswith("Pss:"):
-                        total += int(line.split()[1])
-        except OSError:
-            pass
-    return total
+    """Proportional set size: shared pages counted once across the tree."""
+    return tree_kb(pid, "smaps_rollup", "Pss:")
 
 
 def drain(kind, pool, conc, n):
