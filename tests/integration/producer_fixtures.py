@@ -182,21 +182,20 @@ def echo(*args, **kwargs):
 '''
 
 
-class CeleryWorker:
-    def __init__(self, tmp_path, queue, fmt):
-        (tmp_path / "ptasks.py").write_text(TASKS)
-        env = dict(os.environ, PTASKS_FORMAT=fmt, PYTHONPATH=str(tmp_path))
-        self.log = open(tmp_path / "worker.log", "w+")
-        self.proc = subprocess.Popen(
-            [PYTHON, "-m", "celery", "-A", "ptasks", "worker", "-Q", queue, "-c", "1",
-             "--pool", "solo", "-n", "%s@%%h" % queue, "--without-heartbeat",
-             "--without-mingle", "--without-gossip", "-l", "info"],
-            cwd=str(tmp_path), env=env, stdout=self.log, stderr=subprocess.STDOUT,
-            preexec_fn=die_with_parent)
+class WorkerProc:
+    """A worker subprocess (ours or Celery's) logging to a file; waits until it consumes."""
+
+    stop_timeout = 30
+
+    def __init__(self, argv, env, log_path, queues, cwd=None):
+        self.log = open(log_path, "w+")
+        self.proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=self.log,
+                                     stderr=subprocess.STDOUT, preexec_fn=die_with_parent)
         b = Broker()
         try:
-            wait_for(lambda: self.proc.poll() is None and (b.depth(queue)[1] or 0) > 0, 60,
-                     "the Celery worker to consume " + queue)
+            for q in queues:
+                wait_for(lambda: self.proc.poll() is None and (b.depth(q)[1] or 0) > 0, 60,
+                         "a worker to consume " + q)
         finally:
             b.close()
 
@@ -204,11 +203,24 @@ class CeleryWorker:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
-                self.proc.wait(15)
+                self.proc.wait(self.stop_timeout)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
         self.log.close()
+
+
+class CeleryWorker(WorkerProc):
+    stop_timeout = 15
+
+    def __init__(self, tmp_path, queue, fmt):
+        (tmp_path / "ptasks.py").write_text(TASKS)
+        env = dict(os.environ, PTASKS_FORMAT=fmt, PYTHONPATH=str(tmp_path))
+        super().__init__(
+            [PYTHON, "-m", "celery", "-A", "ptasks", "worker", "-Q", queue, "-c", "1",
+             "--pool", "solo", "-n", "%s@%%h" % queue, "--without-heartbeat",
+             "--without-mingle", "--without-gossip", "-l", "info"],
+            env, tmp_path / "worker.log", [queue], cwd=str(tmp_path))
 
 
 @pytest.fixture

@@ -4,44 +4,22 @@ worker registry and idempotency keys. Queues are unique per test, so the link's 
 the test's email queue explicitly."""
 import json
 import os
-import signal
-import subprocess
 import uuid
 
 import pytest
 
 from producer_fixtures import *  # noqa: F401,F403  (fixtures)
-from producer_fixtures import WORKER, Broker, die_with_parent, wait_for
+from producer_fixtures import WORKER, Broker, WorkerProc, wait_for
 
 
-class CWorker:
+class CWorker(WorkerProc):
     def __init__(self, tmp_path, queues):
         if not os.access(WORKER, os.X_OK):
             pytest.fail("%s not built: run make" % WORKER)
         self.hostname = "ptest-%s@test" % uuid.uuid4().hex[:8]
         env = dict(os.environ, CELERIAC_DATA_DIR=str(tmp_path / "data"))
-        self.log = open(tmp_path / "cworker.log", "w+")
-        self.proc = subprocess.Popen([WORKER, "--queue", ",".join(queues), "-c", "2",
-                                      "-n", self.hostname, "--log-format", "text"],
-                                     env=env, stdout=self.log, stderr=subprocess.STDOUT,
-                                     preexec_fn=die_with_parent)
-        b = Broker()
-        try:
-            for q in queues:
-                wait_for(lambda: self.proc.poll() is None and (b.depth(q)[1] or 0) > 0, 60,
-                         "the worker to consume " + q)
-        finally:
-            b.close()
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.log.close()
+        super().__init__([WORKER, "--queue", ",".join(queues), "-c", "2", "-n", self.hostname,
+                          "--log-format", "text"], env, tmp_path / "cworker.log", queues)
 
 
 @pytest.fixture
